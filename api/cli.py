@@ -1,0 +1,59 @@
+"""The ``gan`` command: ``gan serve`` (API plus one worker) and ``gan worker``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+
+from worker.settings import get_settings
+
+
+def serve(host: str, port: int, with_worker: bool) -> None:
+    """Run the API in this process and, unless told not to, one worker beside it."""
+    import uvicorn
+
+    settings = get_settings()
+    print(
+        f"GAN service on http://{host}:{port} (API docs at /docs)\n"
+        f"  job store  {settings.database_url}\n"
+        f"  broker     {settings.broker_url}"
+        + (f" ({settings.broker_dir})" if settings.broker_url.startswith("filesystem") else "")
+        + f"\n  data       {settings.data_dir}\n  artifacts  {settings.artifacts_dir}",
+        flush=True,
+    )
+    worker = subprocess.Popen([sys.executable, "-m", "worker"]) if with_worker else None
+    try:
+        uvicorn.run("api.main:app", host=host, port=port)
+    finally:
+        if worker is not None:
+            worker.terminate()  # Celery's warm shutdown
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="gan", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the API and one worker")
+    serve_cmd.add_argument("--host", default=settings.host)
+    serve_cmd.add_argument("--port", type=int, default=settings.port)
+    serve_cmd.add_argument("--no-worker", action="store_true", help="run the API alone")
+    commands.add_parser("worker", help="run one training worker")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "serve":
+        serve(args.host, args.port, with_worker=not args.no_worker)
+    else:
+        from worker.main import run_worker
+
+        run_worker()
+
+
+if __name__ == "__main__":
+    main()

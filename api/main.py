@@ -1,0 +1,23 @@
+"""The FastAPI application: ``uvicorn api.main:app``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.routes import health, jobs, samples
+
+DESCRIPTION = """
+Train a GAN without babysitting it: POST a job spec to `/jobs`, follow `GET /jobs/{id}`, and GET
+freshly generated images from `/jobs/{id}/samples`.
+"""
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="GAN training service", version="0.1.0", description=DESCRIPTION)
+    app.include_router(jobs.router)
+    app.include_router(samples.router)
+    app.include_router(health.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,86 @@
+"""Celery tasks: thin wrappers that take a job id, call ``gan``, and report to the job store."""
+
+from __future__ import annotations
+
+import logging
+
+from gan.checkpoint import CheckpointError
+from gan.config import ConfigError, from_dict
+from gan.data import DatasetError, load_mnist
+from gan.train import Progress, TrainingError, train
+from worker import store
+from worker.celery_app import TRAIN_TASK, app
+from worker.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# Failures whose message already tells a person what went wrong.
+EXPECTED_ERRORS = (ConfigError, DatasetError, TrainingError, CheckpointError, OSError)
+
+
+@app.task(name=TRAIN_TASK)
+def train_job(job_id: str) -> None:
+    run_job(job_id, get_settings())
+
+
+def run_job(job_id: str, settings: Settings) -> None:
+    """Train job ``job_id`` to the end (resuming from its newest checkpoint) and record the
+    outcome. A job that is unknown or already finished is left alone, so a redelivered task
+    does no harm."""
+    url = settings.database_url
+    with store.session_scope(url) as session:
+        job = store.get_job(session, job_id)
+        if job is None or job.state in store.FINAL_STATES:
+            log.warning("job %s: %s, nothing to do", job_id, job.state if job else "not found")
+            return
+        store.mark_running(job)
+        config = job.config
+
+    def progress(p: Progress) -> None:
+        with store.session_scope(url) as session:
+            job = store.get_job(session, job_id)
+            if job is not None:
+                store.record_progress(
+                    job,
+                    step=p.step,
+                    images_per_sec=p.images_per_sec,
+                    d_loss=p.d_loss,
+                    g_loss=p.g_loss,
+                    checkpoint_step=p.checkpoint_step,
+                )
+        log.info(
+            "job %s: step %d/%d, %.0f images/s, D %.4f, G %.4f",
+            job_id, p.step, p.total_steps, p.images_per_sec, p.d_loss, p.g_loss,
+        )  # fmt: skip
+
+    def should_stop() -> bool:
+        """Stop when the job no longer exists or something else has finished it."""
+        with store.session_scope(url) as session:
+            job = store.get_job(session, job_id)
+            return job is None or job.state != store.RUNNING
+
+    error: str | None = None
+    try:
+        cfg = from_dict(config)
+        images, _ = load_mnist(settings.data_dir)
+        result = train(
+            cfg,
+            images,
+            settings.checkpoint_dir(job_id),
+            progress=progress,
+            should_stop=should_stop,
+        )
+        if result.stopped:
+            return
+    except EXPECTED_ERRORS as e:
+        error = str(e)
+        log.error("job %s failed: %s", job_id, error)
+    except Exception as e:  # anything else is a bug: keep the traceback in the worker's log
+        error = f"internal error: {type(e).__name__}: {e}"
+        log.exception("job %s failed", job_id)
+
+    with store.session_scope(url) as session:
+        job = store.get_job(session, job_id)
+        if job is not None:
+            store.mark_finished(job, error=error)
+    log.info("job %s %s", job_id, "failed" if error else "succeeded")
