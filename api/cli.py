@@ -35,7 +35,7 @@ def serve(host: str, port: int, with_worker: bool) -> None:
                 worker.kill()
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="gan", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -44,7 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("--port", type=int, default=settings.port)
     serve_cmd.add_argument("--no-worker", action="store_true", help="run the API alone")
     commands.add_parser("worker", help="run one training worker")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":

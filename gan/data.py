@@ -63,6 +63,15 @@ def _image_files(root: Path) -> list[Path]:
     return [found[k] for k in sorted(found)]
 
 
+def _labels_for(image_path: Path) -> Path:
+    """The labels file beside an images file, gzipped or not."""
+    name = image_path.name.removesuffix(".gz").replace("-images-idx3-", "-labels-idx1-")
+    for candidate in (name, name + ".gz"):
+        if (image_path.parent / candidate).is_file():
+            return image_path.parent / candidate
+    raise DatasetError(f"{image_path.name} has no labels file {name}[.gz] beside it")
+
+
 def load_mnist(data_dir: str | Path, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 (N, 1, 28, 28), labels int64 (N,)) from every MNIST split in ``data_dir``.
 
@@ -80,7 +89,7 @@ def load_mnist(data_dir: str | Path, download: bool = True) -> tuple[torch.Tenso
 
     images, labels = [], []
     for image_path in files:
-        label_path = image_path.with_name(image_path.name.replace("-images-idx3-", "-labels-idx1-"))
+        label_path = _labels_for(image_path)
         x, y = read_idx(image_path), read_idx(label_path)
         if x.ndim != 3 or x.shape[1:] != (28, 28):
             raise DatasetError(f"{image_path}: expected 28x28 images, got shape {x.shape}")

@@ -136,7 +136,11 @@ def train(
     d_loss = g_loss = torch.tensor(math.nan)
     clock, clock_step = time.perf_counter(), step
 
-    def save() -> Path:
+    def checkpoint() -> Path:
+        """The checkpoint of the current step, written unless it already is."""
+        nonlocal last_path, checkpoint_step
+        if last_path is not None and checkpoint_step == step:
+            return last_path
         path = ckpt.checkpoint_path(out_dir, step)
         metrics = {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
         ckpt.save_checkpoint(
@@ -154,6 +158,7 @@ def train(
             path,
         )
         ckpt.prune_checkpoints(out_dir, cfg.keep_checkpoints)
+        last_path, checkpoint_step = path, step
         return path
 
     G.train()
@@ -175,7 +180,7 @@ def train(
         step += 1
 
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            last_path, checkpoint_step = save(), step
+            checkpoint()
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             d, g = d_loss.item(), g_loss.item()
             if not (math.isfinite(d) and math.isfinite(g)):
@@ -189,10 +194,7 @@ def train(
             if progress is not None:
                 progress(Progress(step, cfg.max_steps, rate, d, g, checkpoint_step))
             if should_stop is not None and step < cfg.max_steps and should_stop():
-                if checkpoint_step != step:
-                    last_path = save()
                 log.info("stopped at step %d on request", step)
-                return TrainResult(step, True, last_path)
+                return TrainResult(step, True, checkpoint())
 
-    assert last_path is not None  # the loop checkpoints at max_steps; a resumed run had one
-    return TrainResult(step, False, last_path)
+    return TrainResult(step, False, checkpoint())

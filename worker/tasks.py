@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
+from typing import Any
+
+from celery.exceptions import Reject
+from celery.signals import worker_shutting_down
 
 from gan.checkpoint import CheckpointError
 from gan.config import ConfigError, from_dict
@@ -16,6 +21,16 @@ log = logging.getLogger(__name__)
 
 # Failures whose message already tells a person what went wrong.
 EXPECTED_ERRORS = (ConfigError, DatasetError, TrainingError, CheckpointError, OSError)
+
+
+# Set when the worker is asked to shut down (SIGTERM, Ctrl-C): the running job checkpoints at its
+# next progress report and goes back on the queue, instead of holding the shutdown for hours.
+_shutting_down = threading.Event()
+
+
+@worker_shutting_down.connect
+def _on_worker_shutting_down(**_: Any) -> None:
+    _shutting_down.set()
 
 
 @app.task(name=TRAIN_TASK)
@@ -54,12 +69,15 @@ def run_job(job_id: str, settings: Settings) -> None:
         )  # fmt: skip
 
     def should_stop() -> bool:
-        """Stop when the job no longer exists or something else has finished it."""
+        """Stop when the worker shuts down, or the job is gone or finished by someone else."""
+        if _shutting_down.is_set():
+            return True
         with store.session_scope(url) as session:
             job = store.get_job(session, job_id)
             return job is None or job.state != store.RUNNING
 
     error: str | None = None
+    stopped_at: int | None = None
     try:
         cfg = from_dict(config)
         images, _ = load_mnist(settings.data_dir)
@@ -70,14 +88,19 @@ def run_job(job_id: str, settings: Settings) -> None:
             progress=progress,
             should_stop=should_stop,
         )
-        if result.stopped:
-            return
+        stopped_at = result.step if result.stopped else None
     except EXPECTED_ERRORS as e:
         error = str(e)
         log.error("job %s failed: %s", job_id, error)
     except Exception as e:  # anything else is a bug: keep the traceback in the worker's log
         error = f"internal error: {type(e).__name__}: {e}"
         log.exception("job %s failed", job_id)
+
+    if stopped_at is not None:
+        if _shutting_down.is_set():  # the job stays running; the next worker resumes it
+            log.warning("job %s: worker shutting down at step %d; requeued", job_id, stopped_at)
+            raise Reject("worker shutting down", requeue=True)
+        return
 
     with store.session_scope(url) as session:
         job = store.get_job(session, job_id)

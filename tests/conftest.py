@@ -1,0 +1,52 @@
+"""Shared fixtures.
+
+The MNIST IDX files come from ``GAN_TEST_DATA_DIR`` (default ``../shared/data/mnist`` beside the
+checkout). Tests that need Redis and PostgreSQL at 127.0.0.1 skip when they are down, unless
+``GAN_REQUIRE_SERVICES=1`` (set by ``.ci/run``), where a missing service is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST_DIR = Path(os.environ.get("GAN_TEST_DATA_DIR", ROOT.parent / "shared" / "data" / "mnist"))
+REQUIRE_SERVICES = os.environ.get("GAN_REQUIRE_SERVICES") == "1"
+REDIS_URL = os.environ.get("GAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get(
+    "GAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.fail(f"MNIST IDX files not found in {MNIST_DIR}; set GAN_TEST_DATA_DIR")
+    return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def mnist_images(mnist_dir: Path) -> torch.Tensor:
+    from gan.data import load_mnist
+
+    images, _ = load_mnist(mnist_dir, download=False)
+    return images
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, port)) == 0
+
+
+def require_service(name: str, port: int) -> None:
+    if not port_open("127.0.0.1", port):
+        message = f"{name} is not listening on 127.0.0.1:{port}"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
