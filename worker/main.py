@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from celery import Celery
 from sqlalchemy import select
 
 from worker import store
@@ -13,7 +14,7 @@ from worker.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
-def requeue_orphans(settings: Settings) -> list[str]:
+def requeue_orphans(settings: Settings, celery: Celery) -> list[str]:
     """Re-enqueue jobs left ``running`` by a worker that died; they resume from their newest
     checkpoint. Only sound with the embedded filesystem broker, which serves one worker: there a
     running job at start-up has no live worker. (Redis redelivers unacknowledged tasks itself.)"""
@@ -21,7 +22,7 @@ def requeue_orphans(settings: Settings) -> list[str]:
         query = select(store.Job.id).where(store.Job.state == store.RUNNING)
         orphans = list(session.scalars(query))
     for job_id in orphans:
-        app.send_task(TRAIN_TASK, args=[job_id], queue=settings.task_queue)
+        celery.send_task(TRAIN_TASK, args=[job_id], queue=settings.task_queue)
         log.warning("job %s was left running by a dead worker: re-enqueued", job_id)
     return orphans
 
@@ -30,7 +31,7 @@ def run_worker(loglevel: str = "INFO") -> None:
     """Run a Celery worker in this process: one job at a time, no forking (CUDA-safe)."""
     settings = get_settings()
     if settings.broker_url.startswith("filesystem://"):
-        requeue_orphans(settings)
+        requeue_orphans(settings, app)
     app.worker_main(
         [
             "worker",

@@ -1,0 +1,66 @@
+"""The task body run in-process against a real job store (no broker involved)."""
+
+from pathlib import Path
+
+from gan.checkpoint import list_checkpoints
+from gan.config import resolve
+from worker import store
+from worker.celery_app import celery_for
+from worker.main import requeue_orphans
+from worker.tasks import run_job
+
+
+def new_job(settings, **overrides) -> str:
+    config = resolve("classic", **overrides).to_dict()
+    with store.session_scope(settings.database_url) as session:
+        return store.create_job(session, "classic", config).id
+
+
+def job_row(settings, job_id):
+    with store.session_scope(settings.database_url) as session:
+        return store.get_job(session, job_id)
+
+
+def test_run_job_trains_and_records_progress(settings):
+    job_id = new_job(settings, max_steps=20, log_every=5, checkpoint_every=10)
+    run_job(job_id, settings)
+    job = job_row(settings, job_id)
+    assert job.state == store.SUCCEEDED and job.error is None
+    assert (job.step, job.checkpoint_step) == (20, 20)
+    assert job.images_per_sec > 0 and job.d_loss is not None and job.g_loss is not None
+    assert job.started_at <= job.finished_at
+    steps = [step for step, _ in list_checkpoints(settings.checkpoint_dir(job_id))]
+    assert steps == [10, 20]
+
+
+def test_finished_job_is_not_run_again(settings):
+    job_id = new_job(settings, max_steps=5)
+    run_job(job_id, settings)
+    finished_at = job_row(settings, job_id).finished_at
+    run_job(job_id, settings)  # a redelivered task
+    assert job_row(settings, job_id).finished_at == finished_at
+
+
+def test_missing_data_fails_the_job_with_a_reason(settings, tmp_path: Path):
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    job_id = new_job(settings, max_steps=5)
+    run_job(job_id, settings.model_copy(update={"data_dir": empty}))
+    job = job_row(settings, job_id)
+    assert job.state == store.FAILED
+    assert "no MNIST IDX files" in job.error and "GAN_DATA_DIR" in job.error
+
+
+def test_unknown_job_is_ignored(settings):
+    run_job("00000000-0000-0000-0000-000000000000", settings)  # no exception, nothing created
+    with store.session_scope(settings.database_url) as session:
+        assert store.list_jobs(session) == []
+
+
+def test_orphaned_running_jobs_are_requeued(settings):
+    running, queued = new_job(settings), new_job(settings)
+    with store.session_scope(settings.database_url) as session:
+        store.mark_running(store.get_job(session, running))
+    assert requeue_orphans(settings, celery_for(settings)) == [running]
+    assert len(list((settings.broker_dir / "queue").iterdir())) == 1
+    assert job_row(settings, queued).state == store.QUEUED
