@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import subprocess
 import sys
 
@@ -24,15 +25,26 @@ def serve(host: str, port: int, with_worker: bool) -> None:
         flush=True,
     )
     worker = subprocess.Popen([sys.executable, "-m", "worker"]) if with_worker else None
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found before:
+    # make that a clean exit, so the `finally` below always stops the worker.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run("api.main:app", host=host, port=port)
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn re-raises SIGINT the same way
+        pass
     finally:
         if worker is not None:
-            worker.terminate()  # Celery's warm shutdown
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            stop_worker(worker)
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """Warm shutdown: the worker checkpoints its running job and requeues it, then exits."""
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        worker.kill()  # the job resumes from its last checkpoint on the next start
+    print(f"worker stopped (exit code {worker.wait()})", flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

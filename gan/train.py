@@ -191,9 +191,12 @@ def train(
             now = time.perf_counter()
             rate = (step - clock_step) * cfg.batch_size / max(now - clock, 1e-9)
             clock, clock_step = now, step
+            stop = should_stop is not None and step < cfg.max_steps and should_stop()
+            if stop:
+                checkpoint()  # before the report, so the report names it
             if progress is not None:
                 progress(Progress(step, cfg.max_steps, rate, d, g, checkpoint_step))
-            if should_stop is not None and step < cfg.max_steps and should_stop():
+            if stop:
                 log.info("stopped at step %d on request", step)
                 return TrainResult(step, True, checkpoint())
 

@@ -35,6 +35,8 @@ def _on_worker_shutting_down(**_: Any) -> None:
 
 @app.task(name=TRAIN_TASK)
 def train_job(job_id: str) -> None:
+    if _shutting_down.is_set():  # fetched during shutdown: leave it for the next worker
+        raise Reject("worker shutting down", requeue=True)
     run_job(job_id, get_settings())
 
 

@@ -5,26 +5,26 @@ from worker import store
 
 def test_job_lifecycle_round_trips(database_url):
     with store.session_scope(database_url) as session:
-        job = store.create_job(session, "classic", {"max_steps": 50, "lr_g": 2e-4})
-        job_id = job.id
+        job_id = store.create_job(session, "classic", {"max_steps": 50, "lr_g": 2e-4}).id
     with store.session_scope(database_url) as session:
-        job = store.get_job(session, job_id)
-        assert job is not None and job.state == store.QUEUED and job.total_steps == 50
-        assert job.created_at.tzinfo == UTC  # timestamps come back aware on every database
-        store.mark_running(job)
+        queued = store.get_job(session, job_id)
+        assert queued is not None and queued.state == store.QUEUED
+        assert queued.total_steps == 50
+        assert queued.created_at.tzinfo == UTC  # timestamps come back aware on every database
+        store.mark_running(queued)
         store.record_progress(
-            job, step=10, images_per_sec=1e3, d_loss=1.2, g_loss=0.8, checkpoint_step=None
+            queued, step=10, images_per_sec=1e3, d_loss=1.2, g_loss=0.8, checkpoint_step=None
         )
     with store.session_scope(database_url) as session:
-        job = store.get_job(session, job_id)
-        assert job is not None
-        assert (job.state, job.step, job.d_loss) == (store.RUNNING, 10, 1.2)
-        assert job.config == {"max_steps": 50, "lr_g": 2e-4}
-        store.mark_finished(job, error="disk full")
+        running = store.get_job(session, job_id)
+        assert running is not None
+        assert (running.state, running.step, running.d_loss) == (store.RUNNING, 10, 1.2)
+        assert running.config == {"max_steps": 50, "lr_g": 2e-4}
+        store.mark_finished(running, error="disk full")
     with store.session_scope(database_url) as session:
-        job = store.get_job(session, job_id)
-        assert job is not None and job.state == store.FAILED and job.error == "disk full"
-        assert job.finished_at is not None and job.finished_at >= job.created_at
+        failed = store.get_job(session, job_id)
+        assert failed is not None and failed.state == store.FAILED and failed.error == "disk full"
+        assert failed.finished_at is not None and failed.finished_at >= failed.created_at
 
 
 def test_list_is_newest_first(database_url):

@@ -60,7 +60,9 @@ def test_unknown_job_is_ignored(settings):
 def test_orphaned_running_jobs_are_requeued(settings):
     running, queued = new_job(settings), new_job(settings)
     with store.session_scope(settings.database_url) as session:
-        store.mark_running(store.get_job(session, running))
+        job = store.get_job(session, running)
+        assert job is not None
+        store.mark_running(job)
     assert requeue_orphans(settings, celery_for(settings)) == [running]
     assert len(list((settings.broker_dir / "queue").iterdir())) == 1
     assert job_row(settings, queued).state == store.QUEUED
