@@ -1,11 +1,13 @@
 import base64
 import json
+from typing import get_args
 
 import pytest
 
 from api.main import app
-from api.schemas import JobSpec
+from api.schemas import JobSpec, JobState
 from gan.config import TrainConfig
+from worker import store
 from worker.celery_app import TRAIN_TASK
 from worker.settings import Settings, get_settings
 
@@ -113,3 +115,7 @@ def test_openapi_documents_the_png_samples_and_the_spec(client):
 
 def test_livez(client):
     assert client.get("/livez").json() == {"status": "ok"}
+
+
+def test_documented_states_are_the_stores():
+    assert get_args(JobState) == store.STATES
