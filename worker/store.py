@@ -4,7 +4,8 @@ The API creates and reads jobs; the worker moves them through their states and r
 Both go through the functions here so that state changes happen in one place; the functions
 that change a job mutate it inside the caller's ``session_scope``, which commits.
 
-States: queued → running → succeeded | failed. A job is never deleted by these functions.
+States: queued → running → succeeded | failed, and running → queued when a worker shuts down
+and requeues its job. A job is never deleted by these functions.
 """
 
 from __future__ import annotations
@@ -147,6 +148,12 @@ def mark_running(job: Job) -> None:
     job.started_at = job.started_at or _now()
     job.updated_at = _now()
     job.error = None
+
+
+def mark_requeued(job: Job) -> None:
+    """Back to queued, progress kept: its worker stopped and put its task back on the queue."""
+    job.state = QUEUED
+    job.updated_at = _now()
 
 
 def record_progress(

@@ -99,7 +99,11 @@ def run_job(job_id: str, settings: Settings) -> None:
         log.exception("job %s failed", job_id)
 
     if stopped_at is not None:
-        if _shutting_down.is_set():  # the job stays running; the next worker resumes it
+        if _shutting_down.is_set():  # back on the queue; the next worker resumes it
+            with store.session_scope(url) as session:
+                job = store.get_job(session, job_id)
+                if job is not None:
+                    store.mark_requeued(job)
             log.warning("job %s: worker shutting down at step %d; requeued", job_id, stopped_at)
             raise Reject("worker shutting down", requeue=True)
         return
