@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from api.errors import validation_error_handler
+from api.middleware import CurlJSONBodies
 from api.routes import health, jobs, samples
 
 DESCRIPTION = """
@@ -17,6 +18,7 @@ freshly generated images from `/jobs/{id}/samples`.
 def create_app() -> FastAPI:
     app = FastAPI(title="GAN training service", version="0.1.0", description=DESCRIPTION)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_middleware(CurlJSONBodies)
     app.include_router(jobs.router)
     app.include_router(samples.router)
     app.include_router(health.router)

@@ -119,3 +119,20 @@ def test_livez(client):
 
 def test_documented_states_are_the_stores():
     assert get_args(JobState) == store.STATES
+
+
+def test_curl_dash_d_bodies_are_read_as_json(client):
+    """`curl -X POST :8000/jobs -d '{...}'` sends application/x-www-form-urlencoded."""
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    body = '{"preset": "classic", "max_steps": 7}'
+    response = client.post("/jobs", content=body, headers=form)
+    assert response.status_code == 202, response.text
+    assert response.json()["total_steps"] == 7
+
+
+def test_browsers_cannot_post_form_encoded_jobs(client):
+    """A cross-site form POST carries Origin: it must not queue a job (CSRF)."""
+    headers = {"content-type": "application/x-www-form-urlencoded", "origin": "http://evil.test"}
+    response = client.post("/jobs", content='{"max_steps": 7}', headers=headers)
+    assert response.status_code == 422
+    assert client.get("/jobs").json()["jobs"] == []
