@@ -136,13 +136,23 @@ def train(
     d_loss = g_loss = torch.tensor(math.nan)
     clock, clock_step = time.perf_counter(), step
 
+    def finite_losses() -> tuple[float, float]:
+        """The latest (D, G) losses; a non-finite one ends training before it is saved."""
+        d, g = d_loss.item(), g_loss.item()
+        if not (math.isfinite(d) and math.isfinite(g)):
+            raise TrainingError(
+                f"losses became non-finite at step {step} (D {d}, G {g}): training diverged; "
+                "try lower learning rates"
+            )
+        return d, g
+
     def checkpoint() -> Path:
         """The checkpoint of the current step, written unless it already is."""
         nonlocal last_path, checkpoint_step
         if last_path is not None and checkpoint_step == step:
             return last_path
+        d, g = finite_losses()
         path = ckpt.checkpoint_path(out_dir, step)
-        metrics = {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
         ckpt.save_checkpoint(
             {
                 "config": cfg.to_dict(),
@@ -153,7 +163,7 @@ def train(
                 "opt_g": opt_g.state_dict(),
                 "opt_d": opt_d.state_dict(),
                 "rng": noise.get_state(),
-                "metrics": metrics,
+                "metrics": {"d_loss": d, "g_loss": g},
             },
             path,
         )
@@ -182,12 +192,7 @@ def train(
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
             checkpoint()
         if step % cfg.log_every == 0 or step == cfg.max_steps:
-            d, g = d_loss.item(), g_loss.item()
-            if not (math.isfinite(d) and math.isfinite(g)):
-                raise TrainingError(
-                    f"losses became non-finite at step {step} (D {d}, G {g}): training diverged; "
-                    "try lower learning rates"
-                )
+            d, g = finite_losses()
             now = time.perf_counter()
             rate = (step - clock_step) * cfg.batch_size / max(now - clock, 1e-9)
             clock, clock_step = now, step
