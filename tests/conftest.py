@@ -18,6 +18,8 @@ import torch
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from worker.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("GAN_TEST_DATA_DIR", ROOT.parent / "shared" / "data" / "mnist"))
 REQUIRE_SERVICES = os.environ.get("GAN_REQUIRE_SERVICES") == "1"
@@ -71,3 +73,21 @@ def postgres_url() -> Iterator[str]:
         with admin.begin() as connection:
             connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """The job store of a test: a fresh SQLite file (tests/worker also runs PostgreSQL)."""
+    return f"sqlite:///{tmp_path / 'gan.db'}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, mnist_dir: Path, database_url: str) -> Settings:
+    """The embedded set-up in a fresh folder: filesystem broker, artifacts under tmp_path."""
+    return Settings(
+        data_dir=mnist_dir,
+        database_url=database_url,
+        broker_url="filesystem://",
+        broker_dir=tmp_path / "broker",
+        artifacts_dir=tmp_path / "artifacts",
+    )

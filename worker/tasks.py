@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from celery.exceptions import Reject
@@ -54,17 +55,18 @@ def run_job(job_id: str, settings: Settings) -> None:
         config = job.config
 
     def progress(p: Progress) -> None:
-        with store.session_scope(url) as session:
-            job = store.get_job(session, job_id)
-            if job is not None:
-                store.record_progress(
-                    job,
-                    step=p.step,
-                    images_per_sec=p.images_per_sec,
-                    d_loss=p.d_loss,
-                    g_loss=p.g_loss,
-                    checkpoint_step=p.checkpoint_step,
-                )
+        _update(
+            url,
+            job_id,
+            lambda job: store.record_progress(
+                job,
+                step=p.step,
+                images_per_sec=p.images_per_sec,
+                d_loss=p.d_loss,
+                g_loss=p.g_loss,
+                checkpoint_step=p.checkpoint_step,
+            ),
+        )
         log.info(
             "job %s: step %d/%d, %.0f images/s, D %.4f, G %.4f",
             job_id, p.step, p.total_steps, p.images_per_sec, p.d_loss, p.g_loss,
@@ -100,16 +102,18 @@ def run_job(job_id: str, settings: Settings) -> None:
 
     if stopped_at is not None:
         if _shutting_down.is_set():  # back on the queue; the next worker resumes it
-            with store.session_scope(url) as session:
-                job = store.get_job(session, job_id)
-                if job is not None:
-                    store.mark_requeued(job)
+            _update(url, job_id, store.mark_requeued)
             log.warning("job %s: worker shutting down at step %d; requeued", job_id, stopped_at)
             raise Reject("worker shutting down", requeue=True)
         return
 
+    _update(url, job_id, lambda job: store.mark_finished(job, error=error))
+    log.info("job %s %s", job_id, "failed" if error else "succeeded")
+
+
+def _update(url: str, job_id: str, change: Callable[[store.Job], None]) -> None:
+    """Apply ``change`` to the job's row, if it still exists, and commit."""
     with store.session_scope(url) as session:
         job = store.get_job(session, job_id)
         if job is not None:
-            store.mark_finished(job, error=error)
-    log.info("job %s %s", job_id, "failed" if error else "succeeded")
+            change(job)
