@@ -1,64 +1,158 @@
 """Training configuration and named presets.
 
 This module imports nothing but the standard library, so the API can validate job specs and list
-presets without importing torch.
+presets without importing torch, and ``gan`` runs where pydantic is not installed.
 
-A job spec is a preset name plus field overrides: ``resolve("classic", max_steps=2000)``.
-``BOUNDS`` holds the accepted range of every numeric field; the API builds its request schema
-from it, and ``TrainConfig.__post_init__`` enforces it for CLI users, so the limits live here once.
+A job spec is a preset name plus field overrides: ``resolve("stable", max_steps=2000)``.
+``BOUNDS`` holds the accepted range of every numeric field and ``CHOICES`` the accepted values of
+every string field; the API builds its request schema from them and from each field's ``doc``,
+and ``TrainConfig.__post_init__`` enforces them (and the rules between fields) for every caller,
+so the limits live here once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-Dataset = Literal["mnist"]
-Arch = Literal["mlp"]
-Loss = Literal["minimax"]
+Arch = Literal["mlp", "dcgan"]
+Loss = Literal["minimax", "non_saturating", "hinge", "wgan", "wgan_gp", "lsgan"]
+Conditional = Literal["none", "projection", "acgan"]
+SpectralNorm = Literal["none", "d", "both"]
+Augment = Literal["none", "translation", "cutout", "translation,cutout"]
+Precision = Literal["fp32", "bf16"]
+Compile = Literal["none", "default", "reduce-overhead"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
 
 @dataclass(frozen=True)
+class DatasetInfo:
+    shape: tuple[int, ...]  # (C, H, W) of an image, or (D,) of a point
+    num_classes: int  # labels run 0..num_classes−1
+    description: str
+
+
+# The datasets known by name. An uploaded dataset is named by its id instead (``UPLOAD_ID``).
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo((1, 28, 28), 10, "MNIST handwritten digits (IDX files)"),
+    "fashion-mnist": DatasetInfo((1, 28, 28), 10, "Fashion-MNIST clothing (IDX files)"),
+    "kmnist": DatasetInfo((1, 28, 28), 10, "Kuzushiji-MNIST cursive Japanese (IDX files)"),
+    "cifar10": DatasetInfo((3, 32, 32), 10, "CIFAR-10 colour images (torchvision download)"),
+    "stacked-mnist": DatasetInfo(
+        (3, 28, 28), 1000, "three MNIST digits in three channels: 1000 modes"
+    ),
+    "ring8": DatasetInfo((2,), 8, "2D mixture of 8 Gaussians on a circle of radius 2"),
+    "grid25": DatasetInfo((2,), 25, "2D mixture of 25 Gaussians on a 5x5 grid"),
+}
+UPLOAD_ID = re.compile(r"^ds-[0-9a-f]{32}$")  # ids that POST /datasets hands out
+
+
+def _f(default: Any, doc: str) -> Any:
+    """A config field with its documentation (shown in the API's schema and the CLI's help)."""
+    return dataclasses.field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    # data
-    dataset: Dataset = "mnist"  # IDX files under the data directory (or downloaded)
-    # model
-    arch: Arch = "mlp"  # "mlp": G 100→256→512→1024→784, D 784→512→256→1, LeakyReLU(0.2)
-    latent_dim: int = 100  # size of z ~ N(0, I)
-    # loss
-    loss: Loss = "minimax"  # D: max log D(x) + log(1 − D(G(z))); G: min −log D(G(z))
-    # optimisation
-    batch_size: int = 64  # real images (and fakes) per discriminator step
-    lr_g: float = 2e-4  # Adam learning rate of the generator
-    lr_d: float = 2e-4  # Adam learning rate of the discriminator
-    beta1: float = 0.5  # Adam β1 for both networks (0.5 as in DCGAN; torch defaults to 0.9)
-    beta2: float = 0.999  # Adam β2 for both networks (torch's default)
-    # budget and bookkeeping
-    max_steps: int = 2000  # training budget, in generator steps
-    seed: int = 0  # seeds weights, noise and data order: same spec + seed → same run
-    log_every: int = 50  # steps between progress reports (and should_stop checks)
-    checkpoint_every: int = 200  # steps between checkpoints (one is always written at the end)
-    keep_checkpoints: int = 3  # newest checkpoints kept on disk; older ones are deleted
-    device: Device = "auto"  # "auto" picks cuda, then mps, then cpu
+    # --- data ---
+    dataset: str = _f("mnist", "dataset name (see DATASETS) or the id of an uploaded dataset")
+    image_size: int = _f(0, "images are resized to this square size; 0 keeps the dataset's own")
+    # --- model ---
+    arch: Arch = _f("mlp", "mlp: textbook MLPs; dcgan: transposed-conv G, strided-conv D")
+    latent_dim: int = _f(100, "size of z ~ N(0, I)")
+    width: int = _f(64, "dcgan: channels of D's first and G's last hidden layer (mlp ignores it)")
+    conditional: Conditional = _f(
+        "none", "class conditioning: G gets a label embedding; D uses projection or an AC head"
+    )
+    spectral_norm: SpectralNorm = _f("none", "spectral normalisation of D's layers, or of G's too")
+    # --- loss ---
+    loss: Loss = _f("non_saturating", "adversarial loss, computed on D's logits (gan.losses)")
+    gp_weight: float = _f(10.0, "wgan_gp: λ of the gradient penalty λ·E[(‖∇D(x̂)‖ − 1)²]")
+    clip_value: float = _f(0.01, "wgan: D's weights are clipped to [−c, c] after each step")
+    r1_gamma: float = _f(0.0, "R1 penalty γ/2·E‖∇D(x)‖² on real data; 0 = off")
+    r2_gamma: float = _f(0.0, "R2 penalty γ/2·E‖∇D(G(z))‖² on fakes; 0 = off")
+    reg_every: int = _f(1, "lazy regularisation: R1/R2/GP every k D steps, scaled by k")
+    acgan_weight: float = _f(1.0, "acgan: weight of the auxiliary classification loss")
+    # --- stabilisers ---
+    label_smoothing: float = _f(0.0, "one-sided: D's target for real data is 1 − ε")
+    instance_noise: float = _f(0.0, "σ of Gaussian noise added to D's inputs, annealed to 0")
+    instance_noise_steps: int = _f(2000, "steps over which the instance noise anneals to 0")
+    augment: Augment = _f("none", "differentiable augmentation of real and fake alike")
+    ema_decay: float = _f(0.0, "decay of the generator's EMA used for sampling; 0 = off")
+    grad_clip: float = _f(0.0, "clip each network's gradient norm to this; 0 = off")
+    # --- optimisation ---
+    batch_size: int = _f(64, "real images (and fakes) per discriminator step")
+    d_steps: int = _f(1, "discriminator steps per generator step (n_critic)")
+    lr_g: float = _f(2e-4, "Adam learning rate of the generator")
+    lr_d: float = _f(2e-4, "Adam learning rate of the discriminator (TTUR: differ from lr_g)")
+    beta1_g: float = _f(0.5, "Adam β1 of the generator (0.5 as in DCGAN; torch's default is 0.9)")
+    beta2_g: float = _f(0.999, "Adam β2 of the generator")
+    beta1_d: float = _f(0.5, "Adam β1 of the discriminator")
+    beta2_d: float = _f(0.999, "Adam β2 of the discriminator")
+    # --- speed ---
+    precision: Precision = _f("fp32", "bf16: autocast G and D to bfloat16 (CUDA)")
+    compile: Compile = _f("none", "torch.compile G and D; reduce-overhead uses CUDA graphs")
+    device: Device = _f("auto", "auto picks cuda, then mps, then cpu")
+    # --- budget and bookkeeping ---
+    max_steps: int = _f(2000, "training budget, in generator steps")
+    seed: int = _f(0, "seeds weights, noise and data order: same spec + seed → same run")
+    log_every: int = _f(50, "steps between progress reports (and should_stop checks)")
+    checkpoint_every: int = _f(200, "steps between checkpoints (one is always written at the end)")
+    keep_checkpoints: int = _f(3, "newest checkpoints kept on disk; older ones are deleted")
 
     def __post_init__(self) -> None:
         for name, (low, high) in BOUNDS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(name, f"must be a number, got {value!r}")
+            if FIELD_TYPES[name] is int and not isinstance(value, int):
+                raise ConfigError(name, f"must be a whole number, got {value!r}")
             if not math.isfinite(value) or not low <= value <= high:
-                raise ConfigError(name, f"must be between {low} and {high}, got {value!r}")
+                raise ConfigError(name, f"must be between {low:g} and {high:g}, got {value!r}")
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(
                     name, f"must be one of {list(choices)}, got {getattr(self, name)!r}"
                 )
+        self._check_combination()
+
+    def _check_combination(self) -> None:
+        """Rules between fields, each naming the field a user should change."""
+        if not isinstance(self.dataset, str) or not (
+            self.dataset in DATASETS or UPLOAD_ID.match(self.dataset)
+        ):
+            raise ConfigError(
+                "dataset",
+                f"must be one of {list(DATASETS)} or an uploaded dataset's id, "
+                f"got {self.dataset!r}",
+            )
+        info = DATASETS.get(self.dataset)
+        if info is not None and len(info.shape) == 1:  # 2D points
+            for name, plain in (("arch", "mlp"), ("augment", "none"), ("image_size", 0)):
+                if getattr(self, name) != plain:
+                    raise ConfigError(name, f"must be {plain!r} for the point dataset {self.dataset!r}")
+        size = self.image_size or (info.shape[-1] if info is not None else 0)
+        if self.arch == "dcgan" and size and not dcgan_supports(size):
+            raise ConfigError(
+                "image_size" if self.image_size else "arch",
+                f"dcgan needs an image size divisible by 4 between 8 and 64, got {size}",
+            )
+        if self.label_smoothing and self.loss not in ("minimax", "non_saturating", "lsgan"):
+            raise ConfigError(
+                "label_smoothing", f"applies to the minimax, non_saturating and lsgan losses, "
+                f"not {self.loss!r}"
+            )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def dcgan_supports(size: int) -> bool:
+    """The DCGAN networks upsample twice by 2 from size/4: any multiple of 4 from 8 to 64."""
+    return size % 4 == 0 and 8 <= size <= 64
 
 
 class ConfigError(ValueError):
@@ -71,12 +165,28 @@ class ConfigError(ValueError):
 
 # Accepted range (inclusive) of each numeric field.
 BOUNDS: dict[str, tuple[float, float]] = {
+    "image_size": (0, 128),
     "latent_dim": (1, 1024),
+    "width": (4, 512),
+    "gp_weight": (0.0, 1000.0),
+    "clip_value": (1e-6, 10.0),
+    "r1_gamma": (0.0, 1000.0),
+    "r2_gamma": (0.0, 1000.0),
+    "reg_every": (1, 64),
+    "acgan_weight": (0.0, 100.0),
+    "label_smoothing": (0.0, 0.5),
+    "instance_noise": (0.0, 10.0),
+    "instance_noise_steps": (1, 10_000_000),
+    "ema_decay": (0.0, 0.99999),
+    "grad_clip": (0.0, 1e6),
     "batch_size": (1, 8192),
+    "d_steps": (1, 100),
     "lr_g": (1e-7, 1.0),
     "lr_d": (1e-7, 1.0),
-    "beta1": (0.0, 0.999),
-    "beta2": (0.0, 0.9999),
+    "beta1_g": (0.0, 0.999),
+    "beta2_g": (0.0, 0.9999),
+    "beta1_d": (0.0, 0.999),
+    "beta2_d": (0.0, 0.9999),
     "max_steps": (1, 10_000_000),
     "seed": (0, 2**31 - 1),
     "log_every": (1, 100_000),
@@ -84,26 +194,93 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "keep_checkpoints": (1, 1000),
 }
 
-# Accepted values of each string field.
+# Accepted values of each string field with a fixed set of values (``dataset`` is checked apart:
+# it also takes the ids of uploaded datasets).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": get_args(Dataset),
     "arch": get_args(Arch),
+    "conditional": get_args(Conditional),
+    "spectral_norm": get_args(SpectralNorm),
     "loss": get_args(Loss),
+    "augment": get_args(Augment),
+    "precision": get_args(Precision),
+    "compile": get_args(Compile),
     "device": get_args(Device),
 }
 
-PRESETS: dict[str, TrainConfig] = {
-    # The textbook MNIST GAN as the widely copied code trains it (Adam 2e-4, betas (0.5, 0.999)).
-    # With torch's default beta1 = 0.9 it collapses to one speckle within 2000 steps (measured).
-    "classic": TrainConfig(),
+# Python type of each field (int or float for the numeric ones, str for the rest).
+FIELD_TYPES: dict[str, type] = {
+    f.name: {"int": int, "float": float}.get(str(f.type), str)
+    for f in dataclasses.fields(TrainConfig)
 }
+# Documentation of each field.
+FIELD_DOCS: dict[str, str] = {f.name: f.metadata["doc"] for f in dataclasses.fields(TrainConfig)}
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    config: TrainConfig
+
+
+PRESETS: dict[str, Preset] = {
+    "classic": Preset(
+        "The textbook MNIST GAN as the widely copied code trains it: MLPs, BCE on logits "
+        "(D: minimax; G: −log D(G(z))), Adam 2e-4 with β1 = 0.5, batch 64. Kept as it is so "
+        "users can compare; with beta1_g = beta1_d = 0.9 it collapses.",
+        TrainConfig(),
+    ),
+    "dcgan": Preset(
+        "Radford et al. 2016 scaled to 28x28: transposed-conv G with batch norm, strided-conv "
+        "D, non-saturating loss, Adam 2e-4, β = (0.5, 0.999).",
+        TrainConfig(arch="dcgan"),
+    ),
+    "wgan-gp": Preset(
+        "Gulrajani et al. 2017: Wasserstein loss with gradient penalty λ = 10, 5 critic steps "
+        "per generator step, Adam 1e-4, β = (0, 0.9).",
+        TrainConfig(
+            arch="dcgan", loss="wgan_gp", d_steps=5, lr_g=1e-4, lr_d=1e-4,
+            beta1_g=0.0, beta2_g=0.9, beta1_d=0.0, beta2_d=0.9,
+        ),  # fmt: skip
+    ),
+    "sngan-hinge": Preset(
+        "Miyato et al. 2018: spectral normalisation in D, hinge loss, Adam 2e-4, β = (0, 0.9), "
+        "with TTUR (D at 4e-4) instead of extra critic steps.",
+        TrainConfig(
+            arch="dcgan", loss="hinge", spectral_norm="d", lr_g=2e-4, lr_d=4e-4,
+            beta1_g=0.0, beta2_g=0.9, beta1_d=0.0, beta2_d=0.9,
+        ),  # fmt: skip
+    ),
+}
+
+
+def _stable(**overrides: Any) -> TrainConfig:
+    # The recommended default for MNIST-like data. Chosen by measurement: BENCHMARKS.md.
+    base = TrainConfig(
+        arch="dcgan", loss="hinge", spectral_norm="d", ema_decay=0.999,
+        lr_g=2e-4, lr_d=4e-4, beta1_g=0.0, beta2_g=0.9, beta1_d=0.0, beta2_d=0.9,
+        augment="translation", max_steps=3000, checkpoint_every=500,
+    )  # fmt: skip
+    return dataclasses.replace(base, **overrides)
+
+
+PRESETS["stable"] = Preset(
+    "The recommended default for MNIST-like data, chosen by measurement (BENCHMARKS.md): "
+    "DCGAN, spectral norm in D, hinge loss, TTUR (G 2e-4, D 4e-4, β = (0, 0.9)), "
+    "translation augmentation, generator EMA 0.999 for sampling.",
+    _stable(),
+)
+PRESETS["stable-conditional"] = Preset(
+    "`stable` with class conditioning: a label embedding in G and a projection discriminator; "
+    "samples can be asked for by class.",
+    _stable(conditional="projection"),
+)
 
 
 def resolve(preset: str, **overrides: Any) -> TrainConfig:
     """The preset's config with ``overrides`` applied; raises ConfigError naming a bad field."""
     if preset not in PRESETS:
         raise ConfigError("preset", f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
-    return from_dict({**PRESETS[preset].to_dict(), **overrides})
+    return from_dict({**PRESETS[preset].config.to_dict(), **overrides})
 
 
 def from_dict(values: dict[str, Any]) -> TrainConfig:
