@@ -1,4 +1,5 @@
-"""The ``gan`` command: ``gan serve`` (API plus one worker) and ``gan worker``."""
+"""The ``gan`` command: ``gan serve`` (API plus one worker), ``gan worker``, and the local
+commands of ``gan.cli`` (``gan train``, ``gan sample``) that need no service."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 
+from gan import cli as local_cli
 from worker.settings import get_settings
 
 
@@ -56,16 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=settings.port)
     serve_cmd.add_argument("--no-worker", action="store_true", help="run the API alone")
     commands.add_parser("worker", help="run one training worker")
+    local_cli.add_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":
         serve(args.host, args.port, with_worker=not args.no_worker)
-    else:
+    elif not local_cli.run(args, parser):
         from worker.main import run_worker
 
         run_worker()

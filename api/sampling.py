@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from gan.checkpoint import latest_checkpoint
-from gan.models import MLPGenerator
+from gan.models import Generator
 from gan.sample import generate, load_generator
 
 _CACHE_SIZE = 8
-_cache: OrderedDict[tuple[str, int], tuple[MLPGenerator, int]] = OrderedDict()
+_cache: OrderedDict[tuple[str, int], tuple[Generator, int]] = OrderedDict()
 _lock = threading.Lock()
 
 
-def _generator(path: Path) -> tuple[MLPGenerator, int]:
+def _generator(path: Path) -> tuple[Generator, int]:
     """(generator, step) for a checkpoint file, from a small LRU cache keyed by path and mtime."""
     key = (str(path), path.stat().st_mtime_ns)
     with _lock:
@@ -34,8 +34,9 @@ def _generator(path: Path) -> tuple[MLPGenerator, int]:
 
 
 def sample_latest(checkpoint_dir: Path, n: int, seed: int) -> tuple[np.ndarray, int] | None:
-    """(uint8 images (n, 28, 28), checkpoint step) from the newest checkpoint, or None if the job
-    has none yet."""
+    """(samples, checkpoint step) from the newest checkpoint's generator (its EMA when the run
+    kept one), or None if the job has none yet. Samples are ``gan.sample.generate``'s: uint8
+    images, or float32 points."""
     path = latest_checkpoint(checkpoint_dir)
     if path is None:
         return None

@@ -1,54 +1,34 @@
 """Request and response bodies.
 
-``JobSpec`` has one optional field per ``gan.config.TrainConfig`` field (a test keeps the two in
-step); the numeric ranges come from ``gan.config.BOUNDS``, so the API and the trainer accept
-exactly the same values.
+``JobSpec`` is made from ``gan.config``: one optional field per ``TrainConfig`` field, with its
+documentation, its range (``BOUNDS``) or its choices (``CHOICES``), so the API and the trainer
+accept exactly the same values.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, field_validator
 
-from gan.config import BOUNDS, PRESETS, Arch, Dataset, Device, Loss
-
-
-def _bounded(name: str, description: str) -> Any:
-    low, high = BOUNDS[name]
-    return Field(None, ge=low, le=high, description=f"{description} ({low:g} to {high:g})")
+from gan.config import BOUNDS, CHOICES, DATASETS, FIELD_DOCS, FIELD_TYPES, PRESETS
 
 
-class JobSpec(BaseModel):
+class _JobSpecBase(BaseModel):
     """A training job: a preset plus any fields to override. Unknown fields are rejected."""
 
     model_config = ConfigDict(
         extra="forbid",
         allow_inf_nan=False,
-        json_schema_extra={"examples": [{"preset": "classic", "max_steps": 2000}]},
+        json_schema_extra={"examples": [{"preset": "stable", "max_steps": 3000}]},
     )
 
     preset: str = Field(
         "classic",
-        description="Named starting point; the other fields override it.",
+        description="Named starting point (see GET /presets); the other fields override it.",
         json_schema_extra={"enum": list(PRESETS)},
     )
-    dataset: Dataset | None = Field(None, description="Dataset to train on.")
-    arch: Arch | None = Field(None, description="Generator and discriminator architecture.")
-    latent_dim: int | None = _bounded("latent_dim", "Size of the noise vector z")
-    loss: Loss | None = Field(None, description="Adversarial loss.")
-    batch_size: int | None = _bounded("batch_size", "Real images per discriminator step")
-    lr_g: float | None = _bounded("lr_g", "Adam learning rate of the generator")
-    lr_d: float | None = _bounded("lr_d", "Adam learning rate of the discriminator")
-    beta1: float | None = _bounded("beta1", "Adam beta1 for both networks")
-    beta2: float | None = _bounded("beta2", "Adam beta2 for both networks")
-    max_steps: int | None = _bounded("max_steps", "Training budget in generator steps")
-    seed: int | None = _bounded("seed", "Seed of weights, noise and data order")
-    log_every: int | None = _bounded("log_every", "Steps between progress updates")
-    checkpoint_every: int | None = _bounded("checkpoint_every", "Steps between checkpoints")
-    keep_checkpoints: int | None = _bounded("keep_checkpoints", "Newest checkpoints kept")
-    device: Device | None = Field(None, description="Training device; auto picks a GPU if any.")
 
     @field_validator("preset")
     @classmethod
@@ -60,6 +40,26 @@ class JobSpec(BaseModel):
     def overrides(self) -> dict[str, Any]:
         """The fields the request set, apart from the preset."""
         return self.model_dump(exclude={"preset"}, exclude_none=True)
+
+
+def _override_field(name: str) -> tuple[Any, Any]:
+    """(type, Field) of the optional override of config field ``name``, with gan's limits."""
+    doc = FIELD_DOCS[name]
+    if name in BOUNDS:
+        low, high = BOUNDS[name]
+        kind: Any = Annotated[int, Strict()] if FIELD_TYPES[name] is int else float
+        return kind | None, Field(None, ge=low, le=high, description=f"{doc} ({low:g} to {high:g})")
+    if name in CHOICES:
+        return Literal[CHOICES[name]] | None, Field(None, description=doc)
+    assert name == "dataset", name
+    names = ", ".join(DATASETS)
+    return str | None, Field(None, description=f"{doc}: {names}, or ds-… from POST /datasets")
+
+
+# One optional field per gan.config.TrainConfig field (a test keeps the two in step).
+JobSpec = create_model(  # type: ignore[call-overload]
+    "JobSpec", __base__=_JobSpecBase, **{name: _override_field(name) for name in FIELD_DOCS}
+)
 
 
 JobState = Literal["queued", "running", "succeeded", "failed"]
@@ -86,3 +86,13 @@ class JobOut(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobOut] = Field(description="Newest first.")
+
+
+class PresetOut(BaseModel):
+    name: str
+    description: str
+    config: dict[str, Any] = Field(description="The preset's full training config.")
+
+
+class PresetList(BaseModel):
+    presets: list[PresetOut]

@@ -2,9 +2,10 @@
 
 A checkpoint holds everything needed to resume training or to sample:
 
-    {"format": "gan-checkpoint", "format_version": 1,
+    {"format": "gan-checkpoint", "format_version": 2,
      "config": TrainConfig.to_dict(), "step": int, "created_at": ISO-8601 str,
-     "generator": state_dict, "discriminator": state_dict,
+     "data": {"shape": [C, H, W] or [D], "num_classes": int (0: unconditional)},
+     "generator": state_dict, "generator_ema": state_dict or None, "discriminator": state_dict,
      "opt_g": state_dict, "opt_d": state_dict, "rng": ByteTensor, "metrics": {str: float}}
 
 Only tensors and builtins, so ``torch.load(..., weights_only=True)`` reads it: loading a
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 FORMAT = "gan-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
 
 

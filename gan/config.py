@@ -122,7 +122,7 @@ class TrainConfig:
     def _check_combination(self) -> None:
         """Rules between fields, each naming the field a user should change."""
         if not isinstance(self.dataset, str) or not (
-            self.dataset in DATASETS or UPLOAD_ID.match(self.dataset)
+            self.dataset in DATASETS or UPLOAD_ID.fullmatch(self.dataset)
         ):
             raise ConfigError(
                 "dataset",
@@ -130,24 +130,36 @@ class TrainConfig:
                 f"got {self.dataset!r}",
             )
         info = DATASETS.get(self.dataset)
-        if info is not None and len(info.shape) == 1:  # 2D points
-            for name, plain in (("arch", "mlp"), ("augment", "none"), ("image_size", 0)):
-                if getattr(self, name) != plain:
-                    raise ConfigError(name, f"must be {plain!r} for the point dataset {self.dataset!r}")
-        size = self.image_size or (info.shape[-1] if info is not None else 0)
-        if self.arch == "dcgan" and size and not dcgan_supports(size):
-            raise ConfigError(
-                "image_size" if self.image_size else "arch",
-                f"dcgan needs an image size divisible by 4 between 8 and 64, got {size}",
-            )
+        if info is not None:  # an upload's shape is checked when it is known
+            check_data(self, info.shape, info.num_classes)
         if self.label_smoothing and self.loss not in ("minimax", "non_saturating", "lsgan"):
-            raise ConfigError(
-                "label_smoothing", f"applies to the minimax, non_saturating and lsgan losses, "
-                f"not {self.loss!r}"
-            )  # fmt: skip
+            smoothable = "the minimax, non_saturating and lsgan losses"
+            raise ConfigError("label_smoothing", f"applies to {smoothable}, not {self.loss!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_data(cfg: TrainConfig, shape: tuple[int, ...], num_classes: int) -> None:
+    """Rules between a config and the shape of its data, (C, H, W) or (D,) for points; raises
+    ConfigError naming the field to change. Runs for named datasets when a config is made, and
+    for uploads when the API queues the job and when the trainer loads the data."""
+    if len(shape) == 1:  # points
+        for name, plain in (("arch", "mlp"), ("augment", "none"), ("image_size", 0)):
+            if getattr(cfg, name) != plain:
+                raise ConfigError(name, f"must be {plain!r} for {cfg.dataset!r}: it holds points")
+        return
+    height, width = (cfg.image_size, cfg.image_size) if cfg.image_size else shape[-2:]
+    if cfg.arch == "dcgan" and (height != width or not dcgan_supports(width)):
+        raise ConfigError(
+            "image_size" if cfg.image_size else "arch",
+            f"dcgan needs square images whose size is a multiple of 4 from 8 to 64; "
+            f"{cfg.dataset!r} gives {height}x{width} (set image_size to resize)",
+        )
+    if cfg.conditional != "none" and num_classes < 2:
+        raise ConfigError(
+            "conditional", f"needs labelled data with 2 or more classes; {cfg.dataset!r} has one"
+        )
 
 
 def dcgan_supports(size: int) -> bool:
@@ -238,17 +250,31 @@ PRESETS: dict[str, Preset] = {
         "Gulrajani et al. 2017: Wasserstein loss with gradient penalty λ = 10, 5 critic steps "
         "per generator step, Adam 1e-4, β = (0, 0.9).",
         TrainConfig(
-            arch="dcgan", loss="wgan_gp", d_steps=5, lr_g=1e-4, lr_d=1e-4,
-            beta1_g=0.0, beta2_g=0.9, beta1_d=0.0, beta2_d=0.9,
-        ),  # fmt: skip
+            arch="dcgan",
+            loss="wgan_gp",
+            d_steps=5,
+            lr_g=1e-4,
+            lr_d=1e-4,
+            beta1_g=0.0,
+            beta2_g=0.9,
+            beta1_d=0.0,
+            beta2_d=0.9,
+        ),
     ),
     "sngan-hinge": Preset(
         "Miyato et al. 2018: spectral normalisation in D, hinge loss, Adam 2e-4, β = (0, 0.9), "
         "with TTUR (D at 4e-4) instead of extra critic steps.",
         TrainConfig(
-            arch="dcgan", loss="hinge", spectral_norm="d", lr_g=2e-4, lr_d=4e-4,
-            beta1_g=0.0, beta2_g=0.9, beta1_d=0.0, beta2_d=0.9,
-        ),  # fmt: skip
+            arch="dcgan",
+            loss="hinge",
+            spectral_norm="d",
+            lr_g=2e-4,
+            lr_d=4e-4,
+            beta1_g=0.0,
+            beta2_g=0.9,
+            beta1_d=0.0,
+            beta2_d=0.9,
+        ),
     ),
 }
 
@@ -256,10 +282,20 @@ PRESETS: dict[str, Preset] = {
 def _stable(**overrides: Any) -> TrainConfig:
     # The recommended default for MNIST-like data. Chosen by measurement: BENCHMARKS.md.
     base = TrainConfig(
-        arch="dcgan", loss="hinge", spectral_norm="d", ema_decay=0.999,
-        lr_g=2e-4, lr_d=4e-4, beta1_g=0.0, beta2_g=0.9, beta1_d=0.0, beta2_d=0.9,
-        augment="translation", max_steps=3000, checkpoint_every=500,
-    )  # fmt: skip
+        arch="dcgan",
+        loss="hinge",
+        spectral_norm="d",
+        ema_decay=0.999,
+        lr_g=2e-4,
+        lr_d=4e-4,
+        beta1_g=0.0,
+        beta2_g=0.9,
+        beta1_d=0.0,
+        beta2_d=0.9,
+        augment="translation",
+        max_steps=3000,
+        checkpoint_every=500,
+    )
     return dataclasses.replace(base, **overrides)
 
 

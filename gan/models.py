@@ -1,57 +1,247 @@
 """Generator and discriminator networks.
 
-The textbook MNIST GAN: two multilayer perceptrons. The discriminator returns logits (no sigmoid):
-the losses in ``gan.losses`` work on logits, which is what keeps them finite.
+``build_models`` picks the family from ``cfg.arch`` and the per-sample data shape:
+
+- ``mlp`` on images (C, H, W): the textbook MNIST GAN's multilayer perceptrons;
+- ``mlp`` on points (D,): small MLPs for 2D toy mixtures;
+- ``dcgan`` on square images: transposed-conv G with batch norm, strided-conv D (Radford et al.
+  2016), initialised N(0, 0.02).
+
+Every G maps (z, labels) to samples; every D maps (x, labels) to (logits, class_logits). D returns
+logits (no sigmoid): the losses in ``gan.losses`` work on logits, which keeps them finite.
+Class conditioning gives G a label embedding concatenated to z, and D either a projection term
+⟨embed(y), h⟩ (Miyato & Koyama 2018) or an auxiliary classifier head (Odena et al. 2017).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
 
-from gan.config import TrainConfig
+from gan.config import Conditional, TrainConfig, dcgan_supports
 
 IMAGE_SHAPE = (1, 28, 28)  # channels, height, width of MNIST digits
 
 
-def _mlp(sizes: list[int], out: nn.Module | None) -> nn.Sequential:
-    """Linear layers of the given sizes with LeakyReLU(0.2) between them and ``out`` last."""
+def _lrelu() -> nn.Module:
+    return nn.LeakyReLU(0.2)
+
+
+def _mlp(sizes: list[int], act: Callable[[], nn.Module], out: nn.Module | None) -> nn.Sequential:
+    """Linear layers of the given sizes with ``act()`` between them and ``out`` last."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
-            layers.append(nn.LeakyReLU(0.2))
+            layers.append(act())
     if out is not None:
         layers.append(out)
     return nn.Sequential(*layers)
 
 
-class MLPGenerator(nn.Module):
-    """z (B, latent_dim) → images (B, 1, 28, 28) in [−1, 1]: 100→256→512→1024→784, Tanh."""
+class Generator(nn.Module):
+    """(z (B, latent_dim), labels (B,) or None) → samples (B, *shape).
 
-    def __init__(self, latent_dim: int = 100) -> None:
+    A conditional G (num_classes > 0) concatenates Embedding(num_classes, min(latent_dim, 128))(y)
+    to z, so ``net`` sees ``input_dim`` features; an unconditional G ignores labels.
+    """
+
+    net: nn.Module  # set by subclasses: (B, input_dim) → (B, prod(shape)) or (B, *shape)
+
+    def __init__(self, latent_dim: int, shape: tuple[int, ...], num_classes: int = 0) -> None:
         super().__init__()
-        self.latent_dim = latent_dim
-        self.net = _mlp([latent_dim, 256, 512, 1024, math.prod(IMAGE_SHAPE)], nn.Tanh())
+        self.latent_dim, self.shape, self.num_classes = latent_dim, tuple(shape), num_classes
+        self.embed = nn.Embedding(num_classes, min(latent_dim, 128)) if num_classes else None
+        self.input_dim = latent_dim + (self.embed.embedding_dim if self.embed is not None else 0)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).view(-1, *IMAGE_SHAPE)
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("this generator is class-conditional: pass labels (B,)")
+            z = torch.cat([z, self.embed(labels)], dim=1)
+        return self.net(z).view(-1, *self.shape)
 
 
-class MLPDiscriminator(nn.Module):
-    """images (B, 1, 28, 28) → logits (B,): 784→512→256→1."""
+class Discriminator(nn.Module):
+    """(x (B, *shape), labels (B,) or None) → (logits (B,), class_logits (B, K) or None).
 
-    def __init__(self) -> None:
+    ``features`` maps x to h (B, feature_dim); ``head`` = Linear(feature_dim, 1) gives ψ(h).
+    "projection" adds ⟨embed(y), h⟩ with embed = Embedding(K, feature_dim); "acgan" adds a class
+    head Linear(feature_dim, K) whose output is class_logits. Otherwise labels are ignored.
+    """
+
+    def __init__(
+        self, features: nn.Module, feature_dim: int, num_classes: int = 0,
+        conditional: Conditional = "none",
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.net = _mlp([math.prod(IMAGE_SHAPE), 512, 256, 1], None)
+        if conditional != "none" and num_classes < 1:
+            raise ValueError(f"conditional={conditional!r} needs a dataset with class labels")
+        self.num_classes = num_classes if conditional != "none" else 0
+        self.conditional = conditional
+        self.features = features
+        self.head = nn.Linear(feature_dim, 1)
+        proj, acgan = conditional == "projection", conditional == "acgan"
+        self.embed = nn.Embedding(num_classes, feature_dim) if proj else None
+        self.classifier = nn.Linear(feature_dim, num_classes) if acgan else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.flatten(1)).squeeze(1)
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        h = self.features(x)
+        logits = self.head(h).squeeze(1)
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("this projection discriminator needs labels (B,)")
+            logits = logits + (self.embed(labels) * h).sum(1)
+        class_logits = self.classifier(h) if self.classifier is not None else None
+        return logits, class_logits
 
 
-def build_models(cfg: TrainConfig) -> tuple[MLPGenerator, MLPDiscriminator]:
-    """Freshly initialised (G, D) for ``cfg``; seed torch first for reproducible weights."""
-    return MLPGenerator(cfg.latent_dim), MLPDiscriminator()
+class MLPGenerator(Generator):
+    """Textbook G: z' → 256 → 512 → 1024 → prod(shape), LeakyReLU(0.2), Tanh (MNIST: 100→…→784)."""
+
+    def __init__(
+        self, latent_dim: int = 100, shape: tuple[int, ...] = IMAGE_SHAPE, num_classes: int = 0
+    ) -> None:
+        super().__init__(latent_dim, shape, num_classes)
+        self.net = _mlp([self.input_dim, 256, 512, 1024, math.prod(shape)], _lrelu, nn.Tanh())
+
+
+class MLPDiscriminator(Discriminator):
+    """Textbook D: prod(shape) → 512 → 256 → 1, LeakyReLU(0.2) (784→512→256→1 on MNIST)."""
+
+    def __init__(
+        self, shape: tuple[int, ...] = IMAGE_SHAPE, num_classes: int = 0,
+        conditional: Conditional = "none",
+    ) -> None:  # fmt: skip
+        features = nn.Sequential(
+            nn.Flatten(), *_mlp([math.prod(shape), 512, 256], _lrelu, _lrelu())
+        )
+        super().__init__(features, 256, num_classes, conditional)
+
+
+class PointGenerator(Generator):
+    """Points G: z' → 256 → 256 → 256 → D with ReLU and a linear (unbounded) output."""
+
+    def __init__(self, latent_dim: int, shape: tuple[int, ...], num_classes: int = 0) -> None:
+        super().__init__(latent_dim, shape, num_classes)
+        self.net = _mlp([self.input_dim, 256, 256, 256, shape[0]], nn.ReLU, None)
+
+
+class PointDiscriminator(Discriminator):
+    """Points D: D → 256 → 256 → 256 → 1 with LeakyReLU(0.2)."""
+
+    def __init__(
+        self, shape: tuple[int, ...], num_classes: int = 0, conditional: Conditional = "none"
+    ) -> None:
+        features = _mlp([shape[0], 256, 256, 256], _lrelu, _lrelu())
+        super().__init__(features, 256, num_classes, conditional)
+
+
+def _check_dcgan_shape(shape: tuple[int, ...]) -> None:
+    if len(shape) != 3 or shape[1] != shape[2] or not dcgan_supports(shape[1]):
+        raise ValueError(
+            f"dcgan needs square images (C, s, s) with s a multiple of 4 from 8 to 64, got shape "
+            f"{tuple(shape)}; use arch 'mlp' or set image_size"
+        )
+
+
+def _dcgan_init(module: nn.Module) -> None:
+    """Radford et al.: conv/linear weights N(0, 0.02), batch-norm scales N(1, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+        else:
+            continue
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+class DCGANGenerator(Generator):
+    """z' → Linear(2w·(s/4)²) → BN → ReLU → (2w, s/4, s/4) → ConvT(2w→w, 4, 2, 1) → BN → ReLU
+    → ConvT(w→C, 4, 2, 1) → Tanh → (C, s, s); w = width (MNIST, w=64: 128×7×7 → 64×14×14 → 1×28×28).
+    """
+
+    def __init__(
+        self, latent_dim: int, shape: tuple[int, ...], num_classes: int = 0, width: int = 64
+    ) -> None:
+        _check_dcgan_shape(shape)
+        super().__init__(latent_dim, shape, num_classes)
+        c, q = shape[0], shape[1] // 4
+        self.net = nn.Sequential(
+            nn.Linear(self.input_dim, 2 * width * q * q, bias=False),  # BN follows: no bias
+            nn.BatchNorm1d(2 * width * q * q),
+            nn.ReLU(),
+            nn.Unflatten(1, (2 * width, q, q)),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.ConvTranspose2d(width, c, 4, 2, 1),
+            nn.Tanh(),
+        )
+        _dcgan_init(self.net)
+
+
+class DCGANDiscriminator(Discriminator):
+    """(C, s, s) → Conv(C→w, 4, 2, 1) → LReLU(0.2) → Conv(w→2w, 4, 2, 1) → LReLU(0.2) → flatten
+    to h, 2w·(s/4)² features (MNIST, w=64: 64×14×14 → 128×7×7 = 6272) → Linear(·, 1). No norms.
+    """
+
+    def __init__(
+        self, shape: tuple[int, ...], num_classes: int = 0, conditional: Conditional = "none",
+        width: int = 64,
+    ) -> None:  # fmt: skip
+        _check_dcgan_shape(shape)
+        features = nn.Sequential(
+            nn.Conv2d(shape[0], width, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+        )
+        super().__init__(features, 2 * width * (shape[1] // 4) ** 2, num_classes, conditional)
+        _dcgan_init(self)  # embeddings keep torch's N(0, 1)
+
+
+def _add_spectral_norm(module: nn.Module, kinds: tuple[type[nn.Module], ...]) -> None:
+    for m in list(module.modules()):
+        if isinstance(m, kinds):
+            spectral_norm(m)
+
+
+def build_models(
+    cfg: TrainConfig, shape: tuple[int, ...], num_classes: int
+) -> tuple[Generator, Discriminator]:
+    """Freshly initialised (G, D) for ``cfg`` and per-sample ``shape``; seed torch first.
+
+    Raises ValueError for combinations no network supports (dcgan on points or odd sizes,
+    conditioning without classes).
+    """
+    shape, cond = tuple(shape), cfg.conditional
+    if cond != "none" and num_classes < 1:
+        raise ValueError(f"conditional={cond!r} needs a dataset with class labels")
+    k = num_classes if cond != "none" else 0
+    G: Generator
+    D: Discriminator
+    if len(shape) == 1:
+        if cfg.arch != "mlp":
+            raise ValueError(f"arch {cfg.arch!r} needs images (C, H, W); points use arch 'mlp'")
+        G, D = PointGenerator(cfg.latent_dim, shape, k), PointDiscriminator(shape, k, cond)
+    elif len(shape) != 3:
+        raise ValueError(f"data must be images (C, H, W) or points (D,), got shape {shape}")
+    elif cfg.arch == "mlp":
+        G, D = MLPGenerator(cfg.latent_dim, shape, k), MLPDiscriminator(shape, k, cond)
+    else:
+        G = DCGANGenerator(cfg.latent_dim, shape, k, cfg.width)
+        D = DCGANDiscriminator(shape, k, cond, cfg.width)
+    if cfg.spectral_norm in ("d", "both"):
+        _add_spectral_norm(D, (nn.Linear, nn.Conv2d, nn.Embedding))
+    if cfg.spectral_norm == "both":
+        _add_spectral_norm(G, (nn.Linear, nn.ConvTranspose2d))
+    return G, D

@@ -1,20 +1,29 @@
 """The training loop.
 
-One step = one discriminator update on a real and a fake batch, then one generator update:
+One step = ``cfg.d_steps`` discriminator updates, then one generator update:
 
-    z ~ N(0, I);  fake = G(z)
-    D step: minimise d_loss(D(real), D(fake.detach()))   # detach: D's loss must not reach G
-    G step: minimise g_loss(D(fake))                     # gradients flow through D into G
+    for each of d_steps:
+        x ~ data;  z ~ N(0, I);  y ~ U{classes} (conditional)
+        fake = G(z, y)
+        D step: minimise d_loss(D(A(x)), D(A(fake.detach())))    # detach: D's loss must not reach G
+                + penalties (gradient penalty, R1, R2: every reg_every D steps, scaled by it)
+                + ACGAN classification of real and fake labels
+    G step: minimise g_loss(D(A(fake))) (+ ACGAN classification of the fake's label)
+            with the fake of the last D step (one G forward pass fewer, as textbook code does)
+    EMA:    G_ema ← β·G_ema + (1 − β)·G
 
-``train`` resumes from the newest checkpoint in ``out_dir`` when there is one, so a worker that
-was killed picks up where the last checkpoint left off. Everything random is seeded from
-``cfg.seed``: the initial weights, the noise (a generator whose state is checkpointed) and the
-data order (a fresh permutation per epoch drawn from ``(seed, epoch)``), so the same spec and seed
-give the same weights, and a resumed run continues the same sequence.
+A(·) is the differentiable augmentation, applied to real and fake alike, plus annealed instance
+noise. ``train`` resumes from the newest checkpoint in ``out_dir`` when there is one. Everything
+random is a function of ``cfg.seed``: the initial weights, one noise generator on the training
+device (z, labels, augmentation, instance noise, penalty interpolation; its state is
+checkpointed) and the data order (a permutation per epoch drawn from ``(seed, epoch)``). So the same
+spec and seed give the same weights, and a resumed run continues the same sequence exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import math
 import time
@@ -24,23 +33,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from gan import checkpoint as ckpt
-from gan.config import TrainConfig
-from gan.data import to_unit_range
-from gan.losses import minimax_d_loss, minimax_g_loss
-from gan.models import build_models
+from gan import losses
+from gan.augment import augment, instance_noise
+from gan.config import ConfigError, TrainConfig, check_data
+from gan.data import Dataset, to_unit_range
+from gan.models import Discriminator, Generator, build_models
 
 log = logging.getLogger(__name__)
+
+PENALISED_LOSSES = ("wgan_gp",)  # losses whose D step takes second derivatives
 
 
 @dataclass(frozen=True)
 class Progress:
     step: int  # generator steps done
     total_steps: int  # cfg.max_steps
-    images_per_sec: float  # real images consumed per second since the previous report
-    d_loss: float  # discriminator loss of the latest step
+    images_per_sec: float  # real images through D per second since the previous report
+    d_loss: float  # discriminator loss of the latest step (penalties included)
     g_loss: float  # generator loss of the latest step
+    d_real: float  # mean D logit on the latest real batch
+    d_fake: float  # mean D logit on the latest fake batch
     checkpoint_step: int | None  # step of the newest checkpoint on disk, if any
 
 
@@ -95,27 +110,59 @@ class EpochSampler:
         return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
 
 
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema ← decay·ema + (1 − decay)·model for parameters; buffers (batch-norm statistics,
+    spectral-norm vectors) are copied."""
+    torch._foreach_lerp_(
+        list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay
+    )
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+def ema_decay_at(cfg: TrainConfig, step: int) -> float:
+    """The EMA's decay at ``step``: ramps up as (1 + t)/(10 + t) so early weights fade fast."""
+    return min(cfg.ema_decay, (1.0 + step) / (10.0 + step))
+
+
+def check_compatible(cfg: TrainConfig, dataset: Dataset) -> None:
+    """Refuse a config the data cannot train (an upload's shape is only known here)."""
+    try:
+        check_data(cfg, dataset.shape, dataset.num_classes)
+    except ConfigError as e:
+        raise TrainingError(str(e)) from e
+
+
 def train(
     cfg: TrainConfig,
-    images: torch.Tensor,
+    dataset: Dataset,
     out_dir: Path,
     *,
     progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train a GAN on ``images`` (uint8, (N, C, H, W)) and write checkpoints to ``out_dir``.
+    """Train a GAN on ``dataset`` and write checkpoints to ``out_dir``.
 
     ``progress`` is called every ``cfg.log_every`` steps and at the end; ``should_stop`` is
     polled at the same points, and a True answer checkpoints and returns early.
     """
+    check_compatible(cfg, dataset)
     device = pick_device(cfg.device)
+    num_classes = dataset.num_classes if cfg.conditional != "none" else 0
     with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching callers
         torch.manual_seed(cfg.seed)
-        G, D = build_models(cfg)
+        G, D = build_models(cfg, dataset.shape, num_classes)
     G, D = G.to(device), D.to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-    noise = torch.Generator(device).manual_seed(cfg.seed)
+    G_ema = copy.deepcopy(G).requires_grad_(False) if cfg.ema_decay > 0 else None
+    fused = device.type == "cuda"  # one kernel for the whole Adam update
+    opt_g = torch.optim.Adam(
+        G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1_g, cfg.beta2_g), fused=fused or None
+    )
+    opt_d = torch.optim.Adam(
+        D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1_d, cfg.beta2_d), fused=fused or None
+    )
+    rng = torch.Generator(device).manual_seed(cfg.seed)
     step = 0
 
     latest = ckpt.latest_checkpoint(out_dir)
@@ -123,17 +170,91 @@ def train(
         state = ckpt.load_checkpoint(latest, map_location=device)
         G.load_state_dict(state["generator"])
         D.load_state_dict(state["discriminator"])
+        if G_ema is not None:
+            G_ema.load_state_dict(state["generator_ema"] or state["generator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        noise.set_state(state["rng"].cpu())
+        rng.set_state(state["rng"].cpu())
         step = state["step"]
         log.info("resumed from %s at step %d", latest.name, step)
 
-    data = to_unit_range(images).to(device)
+    data = to_unit_range(dataset.data) if dataset.is_image else dataset.data.float()
+    data, labels = data.to(device), dataset.labels.to(device)
     sampler = EpochSampler(len(data), cfg.batch_size, cfg.seed, device)
+    G_fwd, D_fwd = _compiled(cfg, G, D)
+    autocast = _autocast(cfg, device)
+
+    def draw_fake_labels() -> torch.Tensor | None:
+        if not num_classes:
+            return None
+        return torch.randint(num_classes, (cfg.batch_size,), device=device, generator=rng)
+
+    def d_input(x: torch.Tensor, step: int) -> torch.Tensor:
+        """What D sees of a batch: augmented, plus instance noise annealed over the run."""
+        if cfg.augment != "none":
+            x = augment(x, cfg.augment, rng)
+        sigma = cfg.instance_noise * max(0.0, 1.0 - step / cfg.instance_noise_steps)
+        return instance_noise(x, sigma, rng) if sigma > 0 else x
+
+    def discriminate(
+        x: torch.Tensor, y: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with autocast:
+            logits, class_logits = D_fwd(x, y)
+        return logits.float(), (class_logits.float() if class_logits is not None else None)
+
+    def d_step(k: int, real: torch.Tensor, y_real: torch.Tensor | None, fake: torch.Tensor,
+               y_fake: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # fmt: skip
+        """One discriminator update; ``k`` counts D steps over the whole run."""
+        real_in, fake_in = d_input(real, step), d_input(fake.detach(), step)
+        reg = k % cfg.reg_every == 0  # lazy regularisation: penalties every reg_every D steps
+        real_logits, real_classes = discriminate(real_in, y_real)
+        fake_logits, fake_classes = discriminate(fake_in, y_fake)
+        loss = losses.d_loss(cfg.loss, real_logits, fake_logits, cfg.label_smoothing)
+        if real_classes is not None and fake_classes is not None and y_real is not None:
+            assert y_fake is not None
+            loss = loss + cfg.acgan_weight * (
+                losses.classification_loss(real_classes, y_real)
+                + losses.classification_loss(fake_classes, y_fake)
+            )
+        if reg and cfg.loss == "wgan_gp":
+            gp = losses.gradient_penalty(
+                lambda x: discriminate(x, y_real)[0], real_in, fake_in, generator=rng
+            )
+            loss = loss + cfg.gp_weight * cfg.reg_every * gp
+        if reg and cfg.r1_gamma > 0:
+            r1 = losses.gradient_norm_penalty(lambda x: discriminate(x, y_real)[0], real_in)
+            loss = loss + cfg.r1_gamma / 2 * cfg.reg_every * r1
+        if reg and cfg.r2_gamma > 0:
+            r2 = losses.gradient_norm_penalty(lambda x: discriminate(x, y_fake)[0], fake_in)
+            loss = loss + cfg.r2_gamma / 2 * cfg.reg_every * r2
+        opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(D.parameters(), cfg.grad_clip)
+        opt_d.step()
+        if cfg.loss == "wgan":  # WGAN's Lipschitz constraint by weight clipping
+            with torch.no_grad():
+                for p in D.parameters():
+                    p.clamp_(-cfg.clip_value, cfg.clip_value)
+        return loss.detach(), real_logits.detach().mean(), fake_logits.detach().mean()
+
+    def g_step(fake: torch.Tensor, y_fake: torch.Tensor | None) -> torch.Tensor:
+        fake_logits, fake_classes = discriminate(d_input(fake, step), y_fake)
+        loss = losses.g_loss(cfg.loss, fake_logits)
+        if fake_classes is not None and y_fake is not None:
+            loss = loss + cfg.acgan_weight * losses.classification_loss(fake_classes, y_fake)
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(G.parameters(), cfg.grad_clip)
+        opt_g.step()
+        return loss.detach()
+
     checkpoint_step: int | None = step if latest is not None else None
     last_path = latest
-    d_loss = g_loss = torch.tensor(math.nan)
+    nan = torch.tensor(math.nan)
+    d_loss = g_loss = d_real = d_fake = nan
     clock, clock_step = time.perf_counter(), step
 
     def finite_losses() -> tuple[float, float]:
@@ -158,11 +279,13 @@ def train(
                 "config": cfg.to_dict(),
                 "step": step,
                 "created_at": datetime.now(UTC).isoformat(),
+                "data": {"shape": list(dataset.shape), "num_classes": num_classes},
                 "generator": G.state_dict(),
+                "generator_ema": G_ema.state_dict() if G_ema is not None else None,
                 "discriminator": D.state_dict(),
                 "opt_g": opt_g.state_dict(),
                 "opt_d": opt_d.state_dict(),
-                "rng": noise.get_state(),
+                "rng": rng.get_state(),
                 "metrics": {"d_loss": d, "g_loss": g},
             },
             path,
@@ -174,35 +297,67 @@ def train(
     G.train()
     D.train()
     while step < cfg.max_steps:
-        real = data[sampler.batch(step)]
-        z = torch.randn(cfg.batch_size, cfg.latent_dim, device=device, generator=noise)
-        fake = G(z)
-
-        d_loss = minimax_d_loss(D(real), D(fake.detach()))
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-
-        g_loss = minimax_g_loss(D(fake))
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
+        if cfg.compile == "reduce-overhead":  # a new step: earlier CUDA-graph outputs are dead
+            torch.compiler.cudagraph_mark_step_begin()
+        for i in range(cfg.d_steps):
+            k = step * cfg.d_steps + i  # D steps so far: picks the data batch, pure in (seed, k)
+            index = sampler.batch(k)
+            real, y_real = data[index], (labels[index] if num_classes else None)
+            z = torch.randn(cfg.batch_size, G.latent_dim, device=device, generator=rng)
+            y_fake = draw_fake_labels()
+            last = i == cfg.d_steps - 1
+            with autocast, contextlib.nullcontext() if last else torch.no_grad():
+                fake = G_fwd(z, y_fake).float()
+            d_loss, d_real, d_fake = d_step(k, real, y_real, fake, y_fake)
+        g_loss = g_step(fake, y_fake)
         step += 1
+        if G_ema is not None:
+            update_ema(G_ema, G, ema_decay_at(cfg, step))
 
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
             checkpoint()
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             d, g = finite_losses()
             now = time.perf_counter()
-            rate = (step - clock_step) * cfg.batch_size / max(now - clock, 1e-9)
+            seen = (step - clock_step) * cfg.batch_size * cfg.d_steps
+            rate = seen / max(now - clock, 1e-9)
             clock, clock_step = now, step
             stop = should_stop is not None and step < cfg.max_steps and should_stop()
             if stop:
                 checkpoint()  # before the report, so the report names it
             if progress is not None:
-                progress(Progress(step, cfg.max_steps, rate, d, g, checkpoint_step))
+                report = Progress(
+                    step, cfg.max_steps, rate, d, g, d_real.item(), d_fake.item(), checkpoint_step
+                )
+                progress(report)
             if stop:
                 log.info("stopped at step %d on request", step)
                 return TrainResult(step, True, checkpoint())
 
     return TrainResult(step, False, checkpoint())
+
+
+def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """bf16 autocast around G and D forward passes when asked for; losses stay in float32."""
+    if cfg.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+GForward = Callable[..., torch.Tensor]
+DForward = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def _compiled(cfg: TrainConfig, G: Generator, D: Discriminator) -> tuple[GForward, DForward]:
+    """G's and D's forward functions, through torch.compile when ``cfg.compile`` asks.
+
+    D stays eager when its loss takes second derivatives (gradient penalty, R1, R2), which
+    compiled graphs do not support. "reduce-overhead" records CUDA graphs of the compiled code.
+    """
+    if cfg.compile == "none":
+        return G, D
+    mode = None if cfg.compile == "default" else cfg.compile
+    G_fwd = torch.compile(G, mode=mode)
+    double_backward = cfg.loss in PENALISED_LOSSES or cfg.r1_gamma > 0 or cfg.r2_gamma > 0
+    D_fwd = D if double_backward else torch.compile(D, mode=mode)
+    return G_fwd, D_fwd

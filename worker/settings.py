@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
 
+    @property
+    def datasets_dir(self) -> Path:
+        """Uploaded datasets: <artifacts_dir>/datasets/<id>/{images,labels}.npy, meta.json."""
+        return self.artifacts_dir / "datasets"
+
     def job_dir(self, job_id: str) -> Path:
         return self.artifacts_dir / "jobs" / job_id
 

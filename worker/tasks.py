@@ -12,7 +12,7 @@ from celery.signals import worker_shutting_down
 
 from gan.checkpoint import CheckpointError
 from gan.config import ConfigError, from_dict
-from gan.data import DatasetError, load_mnist
+from gan.data import DatasetError, load_dataset
 from gan.train import Progress, TrainingError, train
 from worker import store
 from worker.celery_app import TRAIN_TASK, app
@@ -84,10 +84,15 @@ def run_job(job_id: str, settings: Settings) -> None:
     stopped_at: int | None = None
     try:
         cfg = from_dict(config)
-        images, _ = load_mnist(settings.data_dir)
+        dataset = load_dataset(
+            cfg.dataset,
+            settings.data_dir,
+            uploads_dir=settings.datasets_dir,
+            image_size=cfg.image_size,
+        )
         result = train(
             cfg,
-            images,
+            dataset,
             settings.checkpoint_dir(job_id),
             progress=progress,
             should_stop=should_stop,

@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from api.deps import CeleryDep, SessionDep, SettingsDep
+from api.routes.datasets import read_meta
 from api.schemas import JobList, JobOut, JobSpec
-from gan.config import ConfigError, resolve
+from gan.config import DATASETS, ConfigError, check_data, resolve
 from worker import store
 from worker.celery_app import TRAIN_TASK
 
@@ -63,7 +64,12 @@ def create_job(
     """Queue a training job. Answers 202 with the job; follow ``links.self`` for its progress."""
     try:
         config = resolve(spec.preset, **spec.overrides())
-    except ConfigError as e:  # JobSpec enforces the same bounds; this is the safety net
+        if config.dataset not in DATASETS:  # an upload: it must exist and fit the config
+            meta = read_meta(settings.datasets_dir / config.dataset)
+            if meta is None:
+                raise ConfigError("dataset", f"no uploaded dataset {config.dataset!r}")
+            check_data(config, tuple(meta.shape), meta.num_classes)
+    except ConfigError as e:  # rules between fields, and between the config and its data
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             [{"loc": ["body", e.field], "msg": str(e), "type": "value_error"}],

@@ -19,8 +19,9 @@ NPY_MEDIA_TYPE = "application/octet-stream"
     response_class=Response,
     responses={
         200: {
-            "description": "A PNG grid of the digits (format=png), or the raw uint8 array of "
-            "shape (n, 28, 28) in NumPy .npy format (format=npy).",
+            "description": "A PNG grid of the images (format=png; a scatter plot for 2D point "
+            "datasets), or the raw samples in NumPy .npy format (format=npy): uint8 (n, H, W) "
+            "for 1-channel images, (n, C, H, W) for colour, float32 (n, 2) for points.",
             "content": {"image/png": {}, NPY_MEDIA_TYPE: {}},
             "headers": {"X-Checkpoint-Step": {"description": "Step of the checkpoint used."}},
         },
@@ -36,14 +37,16 @@ def get_samples(
     seed: Annotated[int, Query(ge=0, le=2**31 - 1, description="Noise seed.")] = 0,
     format: Annotated[Literal["png", "npy"], Query(description="Response format.")] = "png",
 ) -> Response:
-    """Fresh samples from the job's newest checkpoint, while it trains and after.
+    """Fresh samples from the job's newest checkpoint, while it trains and after; from the
+    generator's moving average (EMA) when the run kept one.
 
     Same job, checkpoint and seed → the same bytes. The PNG is a grid of ceil(sqrt(n)) images per
-    row (8x8 for n=64) with 2-pixel borders.
+    row (8x8 for n=64) with 2-pixel borders. A class-conditional generator draws classes
+    0, 1, …, K−1 in turn.
     """
     job = get_job_or_404(session, job_id)
     from api import sampling  # imports torch: only on the first sampling request
-    from gan.sample import image_grid, npy_bytes, png_bytes
+    from gan.sample import npy_bytes, preview_png
 
     result = sampling.sample_latest(settings.checkpoint_dir(job.id), n, seed)
     if result is None:
@@ -59,4 +62,4 @@ def get_samples(
     }
     if format == "npy":
         return Response(npy_bytes(images), media_type=NPY_MEDIA_TYPE, headers=headers)
-    return Response(png_bytes(image_grid(images)), media_type="image/png", headers=headers)
+    return Response(preview_png(images), media_type="image/png", headers=headers)

@@ -6,7 +6,7 @@ import pytest
 
 from api.main import app
 from api.schemas import JobSpec, JobState
-from gan.config import TrainConfig
+from gan.config import PRESETS, TrainConfig
 from worker import store
 from worker.celery_app import TRAIN_TASK
 from worker.settings import Settings, get_settings
@@ -56,7 +56,14 @@ def test_jobs_are_listed_newest_first(client):
         ({"max_steps": "many"}, "max_steps"),
         ({"batch_size": 1_000_000}, "batch_size"),
         ({"preset": "nope"}, "preset"),
-        ({"loss": "hinge"}, "loss"),
+        ({"loss": "softmax"}, "loss"),
+        ({"dataset": "imagenet"}, "dataset"),
+        ({"dataset": "ds-" + "0" * 32}, "dataset"),  # a well-formed id that was never uploaded
+        ({"dataset": "../../etc"}, "dataset"),
+        ({"preset": "stable", "image_size": 30}, "image_size"),  # dcgan needs a multiple of 4
+        ({"dataset": "ring8", "arch": "dcgan"}, "arch"),
+        ({"loss": "hinge", "label_smoothing": 0.1}, "label_smoothing"),
+        ({"d_steps": 2.5}, "d_steps"),
         ({"lr_g": 1e9}, "lr_g"),
         ({"device": "tpu"}, "device"),
     ],
@@ -110,7 +117,9 @@ def test_openapi_documents_the_png_samples_and_the_spec(client):
     assert "image/png" in content
     body = spec["components"]["schemas"]["JobSpec"]
     assert body["additionalProperties"] is False
-    assert body["properties"]["preset"]["enum"] == ["classic"]
+    assert body["properties"]["preset"]["enum"] == list(PRESETS)
+    assert "hinge" in str(body["properties"]["loss"])  # choices come from gan.config
+    assert body["properties"]["lr_d"]["description"].startswith("Adam learning rate")
 
 
 def test_livez(client):

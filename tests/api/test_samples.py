@@ -1,16 +1,21 @@
+import dataclasses
 import io
 
 import numpy as np
 from PIL import Image
 
 from gan.config import from_dict
+from gan.data import load_dataset
 from gan.train import train
 
 
-def train_job_briefly(client, settings, mnist_images, steps: int = 3) -> str:
+def train_job_briefly(client, settings, mnist_images, steps: int = 3, **spec) -> str:
     """A job created through the API, with a checkpoint written the way the worker writes it."""
-    job = client.post("/jobs", json={"max_steps": steps, "log_every": 1}).json()
-    train(from_dict(job["config"]), mnist_images[:256], settings.checkpoint_dir(job["id"]))
+    job = client.post("/jobs", json={"max_steps": steps, "log_every": 1, **spec}).json()
+    config = from_dict(job["config"])
+    dataset = load_dataset(config.dataset, settings.data_dir, download=False)
+    dataset = dataclasses.replace(dataset, data=dataset.data[:256], labels=dataset.labels[:256])
+    train(config, dataset, settings.checkpoint_dir(job["id"]))
     return job["id"]
 
 
@@ -57,3 +62,17 @@ def test_sample_parameters_are_validated(client, settings, mnist_images):
         response = client.get(f"/jobs/{job_id}/samples?{query}")
         assert response.status_code == 422
         assert ["query", field] in [e["loc"] for e in response.json()["detail"]]
+
+
+def test_colour_and_point_datasets_sample_as_pictures(client, settings, mnist_images):
+    stacked = train_job_briefly(client, settings, mnist_images, dataset="stacked-mnist")
+    response = client.get(f"/jobs/{stacked}/samples?n=4&format=npy")
+    assert np.load(io.BytesIO(response.content)).shape == (4, 3, 28, 28)
+    grid = Image.open(io.BytesIO(client.get(f"/jobs/{stacked}/samples?n=4").content))
+    assert grid.mode == "RGB" and grid.size == (62, 62)
+
+    ring = train_job_briefly(client, settings, mnist_images, dataset="ring8")
+    points = np.load(io.BytesIO(client.get(f"/jobs/{ring}/samples?n=50&format=npy").content))
+    assert points.shape == (50, 2) and points.dtype == np.float32
+    scatter = Image.open(io.BytesIO(client.get(f"/jobs/{ring}/samples?n=50").content))
+    assert scatter.mode == "L" and np.asarray(scatter).max() == 255  # white dots drawn

@@ -2,13 +2,40 @@ import math
 
 import pytest
 
-from gan.config import BOUNDS, PRESETS, ConfigError, TrainConfig, from_dict, resolve
+from gan.config import (
+    BOUNDS,
+    CHOICES,
+    FIELD_DOCS,
+    PRESETS,
+    ConfigError,
+    TrainConfig,
+    check_data,
+    from_dict,
+    resolve,
+)
 
 
 def test_classic_preset_is_the_textbook_gan():
-    cfg = PRESETS["classic"]
-    assert (cfg.arch, cfg.loss, cfg.latent_dim, cfg.batch_size) == ("mlp", "minimax", 100, 64)
-    assert cfg.lr_g == cfg.lr_d == 2e-4
+    cfg = PRESETS["classic"].config
+    assert (cfg.arch, cfg.latent_dim, cfg.batch_size) == ("mlp", 100, 64)
+    assert cfg.loss == "non_saturating"  # BCE(D(G(z)), 1), as the textbook code trains G
+    assert cfg.lr_g == cfg.lr_d == 2e-4 and cfg.beta1_g == cfg.beta1_d == 0.5
+    assert (cfg.ema_decay, cfg.spectral_norm, cfg.augment) == (0.0, "none", "none")
+
+
+def test_named_presets_select_their_techniques():
+    wgan_gp, sngan = PRESETS["wgan-gp"].config, PRESETS["sngan-hinge"].config
+    assert (wgan_gp.loss, wgan_gp.gp_weight, wgan_gp.d_steps) == ("wgan_gp", 10.0, 5)
+    assert (sngan.loss, sngan.spectral_norm) == ("hinge", "d")
+    stable, conditional = PRESETS["stable"].config, PRESETS["stable-conditional"].config
+    assert stable.ema_decay > 0 and conditional.conditional == "projection"
+    assert all(preset.description for preset in PRESETS.values())
+
+
+def test_every_field_is_documented_and_constrained():
+    for name in TrainConfig.__dataclass_fields__:
+        assert FIELD_DOCS[name], name
+        assert name in BOUNDS or name in CHOICES or name == "dataset", name
 
 
 def test_resolve_applies_overrides_and_round_trips():
@@ -25,11 +52,22 @@ def test_resolve_applies_overrides_and_round_trips():
         ({"lr_g": math.nan}, "lr_g"),
         ({"lr_d": math.inf}, "lr_d"),
         ({"latent_dim": True}, "latent_dim"),
-        ({"loss": "hinge"}, "loss"),
+        ({"loss": "softmax"}, "loss"),
+        ({"d_steps": 1.5}, "d_steps"),
+        ({"dataset": "imagenet"}, "dataset"),
+        ({"dataset": "ds-" + "a" * 32 + "\n"}, "dataset"),
+        ({"dataset": "ring8", "arch": "dcgan"}, "arch"),
+        ({"dataset": "grid25", "augment": "translation"}, "augment"),
+        ({"arch": "dcgan", "image_size": 30}, "image_size"),
+        ({"arch": "dcgan", "dataset": "cifar10", "image_size": 64}, None),
+        ({"loss": "wgan", "label_smoothing": 0.1}, "label_smoothing"),
         ({"colour": "red"}, "colour"),
     ],
 )
 def test_bad_values_name_the_field(overrides, field):
+    if field is None:  # a control: a valid combination of the same fields
+        resolve("classic", **overrides)
+        return
     with pytest.raises(ConfigError) as info:
         resolve("classic", **overrides)
     assert info.value.field == field
@@ -48,3 +86,14 @@ def test_every_bound_belongs_to_a_numeric_field():
         assert name in fields and low < high
         default = getattr(TrainConfig(), name)
         assert low <= default <= high
+
+
+def test_uploaded_data_is_checked_against_the_config():
+    cfg = resolve("stable", dataset="ds-" + "0" * 32)
+    check_data(cfg, (3, 32, 32), 4)
+    with pytest.raises(ConfigError) as info:
+        check_data(cfg, (1, 30, 30), 4)
+    assert info.value.field == "arch"
+    with pytest.raises(ConfigError) as info:
+        check_data(resolve("stable-conditional", dataset=cfg.dataset), (1, 28, 28), 1)
+    assert info.value.field == "conditional"

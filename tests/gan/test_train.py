@@ -1,42 +1,37 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from torch.testing import assert_close
 
 from gan.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from gan.config import resolve
-from gan.models import MLPDiscriminator, MLPGenerator, build_models
+from gan.config import PRESETS, resolve
+from gan.data import Dataset, load_dataset
+from gan.losses import minimax_d_loss
+from gan.models import build_models
 from gan.sample import generate, load_generator
 from gan.train import EpochSampler, Progress, TrainingError, train
 from tests.quality import digit_statistics, looks_like_digits
 
+# Small networks and data keep each run to a fraction of a second.
+TINY = {"width": 8, "batch_size": 16, "log_every": 2, "checkpoint_every": 3}
 
-def small(images: torch.Tensor, n: int = 512) -> torch.Tensor:
-    return images[:n]
+
+@pytest.fixture(scope="module")
+def mnist(mnist_dir) -> Dataset:
+    return load_dataset("mnist", mnist_dir, download=False)
 
 
-def test_textbook_architecture():
-    G, D = build_models(resolve("classic"))
-    linear = [m for m in G.modules() if isinstance(m, torch.nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linear] == [
-        (100, 256), (256, 512), (512, 1024), (1024, 784),
-    ]  # fmt: skip
-    linear = [m for m in D.modules() if isinstance(m, torch.nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linear] == [(784, 512), (512, 256), (256, 1)]
-    assert isinstance(G.net[-1], torch.nn.Tanh)
-    assert not any(isinstance(m, torch.nn.Sigmoid) for m in D.modules())  # D returns logits
-    images = G(torch.randn(3, 100))
-    assert images.shape == (3, 1, 28, 28) and images.abs().max() <= 1
-    assert D(images).shape == (3,)
+def small(dataset: Dataset, n: int = 256) -> Dataset:
+    return dataclasses.replace(dataset, data=dataset.data[:n], labels=dataset.labels[:n])
 
 
 def test_discriminator_step_does_not_reach_the_generator():
     """The bug of the widely copied code: D's loss backpropagated into G's graph."""
-    from gan.losses import minimax_d_loss
-
-    G, D = MLPGenerator(), MLPDiscriminator()
+    G, D = build_models(resolve("classic"), (1, 28, 28), 0)
     fake = G(torch.randn(4, 100))
-    minimax_d_loss(D(torch.rand(4, 1, 28, 28)), D(fake.detach())).backward()
+    minimax_d_loss(D(torch.rand(4, 1, 28, 28))[0], D(fake.detach())[0]).backward()
     assert all(p.grad is None for p in G.parameters())
     assert all(p.grad is not None for p in D.parameters())
 
@@ -50,34 +45,121 @@ def test_epoch_sampler_covers_each_epoch_once_and_is_a_function_of_seed():
     assert not torch.equal(sampler.batch(0), sampler.batch(10))  # a new permutation per epoch
 
 
-def state_of(path):
+def weights(path):
+    """Everything a run's future depends on, from its checkpoint."""
     state = load_checkpoint(path)
-    return state["generator"], state["discriminator"], state["opt_g"]["state"]
+    keys = ("generator", "generator_ema", "discriminator", "opt_g", "opt_d", "rng")
+    return {key: state[key] for key in keys}
 
 
-def test_same_seed_same_weights_and_resume_is_exact(tmp_path, mnist_images):
-    data = small(mnist_images)
-    cfg = resolve("classic", max_steps=20, log_every=5, checkpoint_every=10, seed=1)
+# Between them these configs select every technique of the trainer.
+EXACT_CASES: dict[str, tuple[str, dict]] = {
+    "classic": ("classic", {}),
+    "stable": ("stable", {}),  # dcgan, spectral norm, hinge, TTUR, translation, EMA
+    "stable-conditional": ("stable-conditional", {}),  # label embedding + projection D
+    "wgan-gp": ("wgan-gp", {"d_steps": 2, "reg_every": 2, "instance_noise": 0.1}),
+    "wgan-clip": ("dcgan", {"loss": "wgan", "augment": "translation,cutout", "grad_clip": 1.0}),
+    "acgan-lsgan": (
+        "dcgan",
+        {
+            "conditional": "acgan",
+            "loss": "lsgan",
+            "label_smoothing": 0.1,
+            "r1_gamma": 1.0,
+            "r2_gamma": 0.5,
+            "spectral_norm": "both",
+            "ema_decay": 0.9,
+        },
+    ),
+    "minimax-r1-lazy": ("classic", {"loss": "minimax", "r1_gamma": 10.0, "reg_every": 2}),
+    "bf16": ("stable", {"precision": "bf16"}),
+}
+
+
+@pytest.mark.parametrize("case", list(EXACT_CASES))
+def test_same_seed_same_weights_and_resume_is_exact(tmp_path, mnist, case):
+    preset, overrides = EXACT_CASES[case]
+    data = small(mnist)
+    cfg = resolve(preset, **{**TINY, **overrides, "max_steps": 6, "seed": 1})
     straight = train(cfg, data, tmp_path / "a")
     again = train(cfg, data, tmp_path / "b")
-    assert_close(state_of(straight.checkpoint), state_of(again.checkpoint), rtol=0, atol=0)
+    assert_close(weights(straight.checkpoint), weights(again.checkpoint), rtol=0, atol=0)
 
-    half = train(resolve("classic", **{**cfg.to_dict(), "max_steps": 10}), data, tmp_path / "c")
-    assert half.step == 10
-    resumed = train(cfg, data, tmp_path / "c")  # picks up the step-10 checkpoint
-    assert resumed.step == 20
-    assert_close(state_of(resumed.checkpoint), state_of(straight.checkpoint), rtol=0, atol=0)
-    other_seed = train(resolve("classic", **{**cfg.to_dict(), "seed": 2}), data, tmp_path / "d")
-    assert not torch.equal(state_of(other_seed.checkpoint)[0]["net.0.weight"],
-                           state_of(straight.checkpoint)[0]["net.0.weight"])  # fmt: skip
+    half = train(dataclasses.replace(cfg, max_steps=3), data, tmp_path / "c")
+    assert half.step == 3
+    resumed = train(cfg, data, tmp_path / "c")  # picks up the step-3 checkpoint
+    assert resumed.step == 6
+    assert_close(weights(resumed.checkpoint), weights(straight.checkpoint), rtol=0, atol=0)
+
+    other = train(dataclasses.replace(cfg, seed=2), data, tmp_path / "d")
+    g_other, g_straight = (
+        weights(other.checkpoint)["generator"],
+        weights(straight.checkpoint)["generator"],
+    )
+    first = next(iter(g_straight))
+    assert not torch.equal(g_other[first], g_straight[first])
 
 
-def test_progress_should_stop_and_checkpoint_schedule(tmp_path, mnist_images):
+def test_d_steps_update_the_discriminator_k_times_per_generator_step(tmp_path, mnist):
+    cfg = resolve("wgan-gp", **{**TINY, "max_steps": 3, "d_steps": 4})
+    state = load_checkpoint(train(cfg, small(mnist), tmp_path).checkpoint)
+    d_counts = {int(s["step"]) for s in state["opt_d"]["state"].values()}
+    g_counts = {int(s["step"]) for s in state["opt_g"]["state"].values()}
+    assert (d_counts, g_counts) == ({12}, {3})
+
+
+def test_wgan_clips_the_critic_weights(tmp_path, mnist):
+    cfg = resolve("dcgan", **{**TINY, "max_steps": 3, "loss": "wgan", "clip_value": 0.005})
+    state = load_checkpoint(train(cfg, small(mnist), tmp_path).checkpoint)
+    assert max(t.abs().max().item() for t in state["discriminator"].values()) <= 0.005
+
+
+def test_ema_generator_is_the_running_average(tmp_path, mnist):
+    """With decay β and its warm-up min(β, (1+t)/(10+t)), one step from the initial weights
+    gives ema = d·w0 + (1 − d)·w1, d = min(β, 2/11)."""
+    cfg = resolve("stable", **{**TINY, "max_steps": 1, "ema_decay": 0.5, "augment": "none"})
+    state = load_checkpoint(train(cfg, small(mnist), tmp_path).checkpoint)
+    torch.manual_seed(cfg.seed)
+    G0, _ = build_models(cfg, (1, 28, 28), 0)
+    d = min(0.5, 2 / 11)
+    name = next(k for k, v in state["generator"].items() if v.is_floating_point() and v.ndim == 2)
+    w0, w1 = G0.state_dict()[name], state["generator"][name]
+    assert_close(state["generator_ema"][name], d * w0 + (1 - d) * w1)
+    assert not torch.equal(w0, w1)
+
+
+def test_points_train_and_sample(tmp_path, mnist_dir):
+    ring = load_dataset("ring8", mnist_dir)
+    cfg = resolve("classic", **{**TINY, "dataset": "ring8", "max_steps": 5})
+    result = train(cfg, ring, tmp_path)
+    G, _, step = load_generator(result.checkpoint)
+    points = generate(G, 32, seed=0)
+    assert step == 5 and points.shape == (32, 2) and points.dtype == np.float32
+
+
+def test_conditional_samples_follow_the_requested_labels(tmp_path, mnist):
+    cfg = resolve("stable-conditional", **{**TINY, "max_steps": 2})
+    G, _, _ = load_generator(train(cfg, small(mnist), tmp_path).checkpoint)
+    assert G.num_classes == 10
+    sevens = generate(G, 4, seed=0, labels=torch.full((4,), 7))
+    threes = generate(G, 4, seed=0, labels=torch.full((4,), 3))
+    assert sevens.shape == (4, 28, 28) and not np.array_equal(sevens, threes)
+
+
+def test_incompatible_data_is_refused_with_a_reason(tmp_path, mnist):
+    one_class = dataclasses.replace(small(mnist), num_classes=1)
+    with pytest.raises(TrainingError, match="conditional"):
+        train(resolve("stable-conditional", **TINY), one_class, tmp_path)
+    with pytest.raises(TrainingError, match="larger than the dataset"):
+        train(resolve("classic", batch_size=1000), small(mnist, 100), tmp_path)
+
+
+def test_progress_should_stop_and_checkpoint_schedule(tmp_path, mnist):
     reports: list[Progress] = []
     cfg = resolve("classic", max_steps=100, log_every=10, checkpoint_every=25, keep_checkpoints=2)
     result = train(
         cfg,
-        small(mnist_images),
+        small(mnist, 512),
         tmp_path,
         progress=reports.append,
         should_stop=lambda: len(reports) >= 3,  # polled before the 4th report
@@ -87,16 +169,18 @@ def test_progress_should_stop_and_checkpoint_schedule(tmp_path, mnist_images):
     assert reports[2].checkpoint_step == 25 and all(r.total_steps == 100 for r in reports)
     assert reports[-1].checkpoint_step == 40  # the stop's checkpoint is in the last report
     assert all(r.images_per_sec > 0 and np.isfinite(r.d_loss) for r in reports)
+    assert all(np.isfinite(r.d_real) and np.isfinite(r.d_fake) for r in reports)
     # the stop wrote a checkpoint of step 40; only the newest two are kept
     assert [s for s, _ in list_checkpoints(tmp_path)] == [25, 40]
     assert load_checkpoint(result.checkpoint)["config"] == cfg.to_dict()
 
 
-def test_non_finite_losses_fail_with_a_reason_and_save_nothing(tmp_path, mnist_images):
-    data = small(mnist_images)
+def test_non_finite_losses_fail_with_a_reason_and_save_nothing(tmp_path, mnist):
+    data = small(mnist)
     first = train(resolve("classic", max_steps=5, log_every=5), data, tmp_path)
     state = load_checkpoint(first.checkpoint)
-    state["discriminator"]["net.0.weight"].fill_(float("nan"))  # as if training had blown up
+    for tensor in state["discriminator"].values():
+        tensor.fill_(float("nan"))  # as if training had blown up
     save_checkpoint(state, first.checkpoint)
 
     with pytest.raises(TrainingError, match=r"non-finite at step 6.*lower learning rates"):
@@ -104,17 +188,19 @@ def test_non_finite_losses_fail_with_a_reason_and_save_nothing(tmp_path, mnist_i
     assert [step for step, _ in list_checkpoints(tmp_path)] == [5]  # nothing NaN was saved
 
 
-def test_batch_larger_than_dataset_is_refused(tmp_path, mnist_images):
-    with pytest.raises(TrainingError, match="larger than the dataset"):
-        train(resolve("classic", batch_size=1000), small(mnist_images, 100), tmp_path)
+def test_every_preset_trains_a_step(tmp_path, mnist):
+    for name in PRESETS:
+        result = train(resolve(name, **{**TINY, "max_steps": 1}), small(mnist), tmp_path / name)
+        assert result.step == 1
 
 
-def test_short_training_run_produces_digit_like_samples(tmp_path, mnist_images):
-    real = mnist_images.squeeze(1).numpy().astype(float)
+def test_short_training_run_produces_digit_like_samples(tmp_path, mnist):
+    real = mnist.data.squeeze(1).numpy().astype(float)
     cfg = resolve("classic", max_steps=300, log_every=100, checkpoint_every=300, seed=0)
-    G_untrained, _ = build_models(cfg)
+    torch.manual_seed(cfg.seed)
+    G_untrained, _ = build_models(cfg, (1, 28, 28), 0)
     untrained = generate(G_untrained.eval(), 256, seed=0)
-    result = train(cfg, mnist_images, tmp_path)
+    result = train(cfg, mnist, tmp_path)
     G, _, step = load_generator(result.checkpoint)
     trained = generate(G, 256, seed=0)
     assert step == 300

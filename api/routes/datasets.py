@@ -1,0 +1,150 @@
+"""/datasets: upload image datasets as zip archives, list them, and train on them by id."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile, status
+from pydantic import BaseModel, BeforeValidator, Field
+
+from api.deps import SettingsDep
+from gan.config import UPLOAD_ID
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+class DatasetMeta(BaseModel):
+    """meta.json, as ``gan.data.ingest_images`` writes it."""
+
+    name: str
+    num_images: int
+    shape: list[int] = Field(description="(C, H, W) of every image.")
+    classes: list[str] = Field(description="Class names: label k is classes[k].")
+    num_classes: int
+    created_at: datetime
+
+
+class DatasetOut(DatasetMeta):
+    id: str = Field(description="Train on it with the job field `dataset` set to this id.")
+    links: dict[str, str] = Field(description="URL of this dataset.")
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetOut] = Field(description="Newest first.")
+
+
+def dataset_out(dataset_id: str, meta: DatasetMeta, request: Request) -> DatasetOut:
+    self_url = str(request.url_for("get_dataset", dataset_id=dataset_id))
+    return DatasetOut(**meta.model_dump(), id=dataset_id, links={"self": self_url})
+
+
+def read_meta(folder: Path) -> DatasetMeta | None:
+    """An uploaded dataset's meta.json, or None where there is none (or it is unreadable)."""
+    try:
+        text = (folder / "meta.json").read_text()
+    except OSError:
+        return None
+    try:
+        return DatasetMeta.model_validate_json(text)
+    except ValueError:  # pydantic's ValidationError
+        log.warning("%s/meta.json is unreadable; dataset skipped", folder)
+        return None
+
+
+def _int(value: Any) -> Any:
+    """Form fields arrive as text, and a ``Literal[1, 3]`` does not parse "3" by itself."""
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
+def file_error(code: int, message: str) -> HTTPException:
+    """An error about the uploaded archive, in the shape of a validation error of field file."""
+    return HTTPException(code, [{"loc": ["body", "file"], "msg": message, "type": "value_error"}])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetOut,
+    responses={
+        403: {"description": "A browser page of another origin sent the upload."},
+        413: {"description": "The archive, its contents or an image exceeds a size limit."},
+        422: {"description": "The archive is invalid; the message names the problem."},
+    },
+)
+def upload_dataset(
+    file: Annotated[
+        UploadFile,
+        File(
+            description="A zip archive of PNG, JPEG, BMP, GIF or WEBP images: one top-level "
+            "folder per class (sorted names are labels 0, 1, ...), or all at the top level."
+        ),
+    ],
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    name: Annotated[
+        str | None, Form(min_length=1, max_length=100, description="Defaults to the file name.")
+    ] = None,
+    channels: Annotated[
+        Literal[1, 3], BeforeValidator(_int), Form(description="1: greyscale, 3: RGB.")
+    ] = 1,
+    image_size: Annotated[
+        int, Form(ge=8, le=128, description="Images are resized to this square size.")
+    ] = 28,
+) -> DatasetOut:
+    """Decode and store an image dataset. Answers 201 with it; train on it by its ``id``."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.url.netloc:
+        # multipart/form-data is a "simple" CORS request: any web page could post one (CSRF).
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"cross-origin upload from {origin}")
+    from gan.data import UploadError, UploadLimits, UploadTooLarge, ingest_images  # imports torch
+
+    dataset_id = f"ds-{uuid.uuid4().hex}"
+    default_name = PurePosixPath(file.filename or "upload").name.removesuffix(".zip")
+    try:
+        meta = ingest_images(
+            file.file,
+            settings.datasets_dir / dataset_id,
+            channels=channels,
+            image_size=image_size,
+            limits=UploadLimits(),  # the archive's size is checked first
+            name=name or default_name[:100] or "upload",
+        )
+    except UploadTooLarge as e:
+        raise file_error(status.HTTP_413_CONTENT_TOO_LARGE, str(e)) from e
+    except UploadError as e:
+        raise file_error(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from e
+    log.info("dataset %s: %d images in %d classes", dataset_id, meta["num_images"],
+             meta["num_classes"])  # fmt: skip
+    response.headers["Location"] = str(request.url_for("get_dataset", dataset_id=dataset_id))
+    return dataset_out(dataset_id, DatasetMeta.model_validate(meta), request)
+
+
+@router.get("", response_model=DatasetList)
+def list_datasets(request: Request, settings: SettingsDep) -> DatasetList:
+    """Uploaded datasets, newest first."""
+    found = []
+    if settings.datasets_dir.is_dir():
+        for folder in settings.datasets_dir.iterdir():
+            if UPLOAD_ID.fullmatch(folder.name) and (meta := read_meta(folder)) is not None:
+                found.append(dataset_out(folder.name, meta, request))
+    return DatasetList(datasets=sorted(found, key=lambda d: d.created_at, reverse=True))
+
+
+@router.get(
+    "/{dataset_id}", response_model=DatasetOut, responses={404: {"description": "No such dataset."}}
+)
+def get_dataset(dataset_id: str, request: Request, settings: SettingsDep) -> DatasetOut:
+    """An uploaded dataset's size, image shape and classes."""
+    meta = (
+        read_meta(settings.datasets_dir / dataset_id) if UPLOAD_ID.fullmatch(dataset_id) else None
+    )
+    if meta is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset with id {dataset_id!r}")
+    return dataset_out(dataset_id, meta, request)
