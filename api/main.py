@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from api.errors import validation_error_handler
-from api.middleware import CurlJSONBodies
+from api.middleware import BodySizeLimit, CurlJSONBodies
 from api.routes import datasets, health, jobs, presets, samples
 
 DESCRIPTION = """
@@ -19,6 +19,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="GAN training service", version="0.1.0", description=DESCRIPTION)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_middleware(CurlJSONBodies)
+    app.add_middleware(BodySizeLimit)
     app.include_router(jobs.router)
     app.include_router(samples.router)
     app.include_router(presets.router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 FORM = b"application/x-www-form-urlencoded"
@@ -30,4 +31,34 @@ class CurlJSONBodies:
                     (n, b"application/json" if n == b"content-type" else v) for n, v in headers
                 ]
                 scope = {**scope, "headers": relabelled}
+        await self.app(scope, receive, send)
+
+
+# The largest request body accepted: the largest dataset archive (gan.data.UploadLimits, 100 MiB)
+# plus room for the multipart envelope. Job specs are a few hundred bytes.
+MAX_BODY_BYTES = 101 * 2**20
+
+
+class BodySizeLimit:
+    """Refuse bodies over ``max_bytes`` before they are read: 413 when Content-Length says so,
+    411 when a POST/PUT/PATCH has no Content-Length (a chunked body of unknown size), so that an
+    upload can never fill the disk before the route's own checks run."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            length = dict(scope["headers"]).get(b"content-length")
+            chunked = b"chunked" in dict(scope["headers"]).get(b"transfer-encoding", b"")
+            problem = None
+            if length is None and chunked:
+                problem = (411, "send a Content-Length header with the body")
+            elif length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+                problem = (413, f"the body is over the limit of {self.max_bytes} bytes")
+            if problem is not None:
+                await JSONResponse({"detail": problem[1]}, status_code=problem[0])(
+                    scope, receive, send
+                )
+                return
         await self.app(scope, receive, send)

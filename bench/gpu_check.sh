@@ -16,9 +16,11 @@ done
 python3 -m gan train --preset dcgan --steps 30 --out "$out/smoke-acgan" --data-dir "$data" \
   --set device=cuda --set conditional=acgan --set loss=lsgan --set r1_gamma=1 --set r2_gamma=1 \
   --set augment=translation,cutout --set instance_noise=0.1 --set spectral_norm=both 2>/dev/null | tail -1
-python3 -m bench.throughput --data "$data" --presets classic stable \
+python3 -m bench.throughput --data "$data" --presets classic \
   --variants fp32 bf16 compile cudagraphs bf16+cudagraphs --steps 600 --report 100 \
-  --json "$out/throughput.json" 2>"$out/throughput.err" | tail -13
+  --json "$out/throughput-classic.json" 2>"$out/throughput.err" | tail -8
+python3 -m bench.throughput --data "$data" --presets stable --variants fp32 bf16 \
+  --steps 600 --report 100 --json "$out/throughput-stable.json" 2>>"$out/throughput.err" | tail -4
 python3 -m gan train --preset stable --steps 3000 --out "$out/run-stable" --data-dir "$data" \
   --set device=cuda --set keep_checkpoints=1 2>/dev/null | tail -1
 python3 -m gan sample "$out/run-stable/step-00003000.pt" --n 100 --nrow 10 --out "$out/stable-gpu.png"

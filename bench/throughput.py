@@ -84,9 +84,8 @@ def main() -> None:
                 row = {"preset": preset, "variant": variant, "error": f"{type(e).__name__}: {e}"}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(
-        f"\n| preset | variant | batch | images/s (median) | min–max | wall s |\n|---|---|---|---|---|---|"
-    )
+    print("\n| preset | variant | batch | images/s (median) | min–max | wall s |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['preset']} | {r['variant']} | | failed: {r['error'][:80]} | | |")

@@ -215,11 +215,6 @@ def load_idx(
     return torch.cat(images).unsqueeze(1), torch.cat(labels)
 
 
-def load_mnist(data_dir: str | Path, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST's (images, labels): ``load_idx("mnist", ...)``."""
-    return load_idx("mnist", Path(data_dir), download=download)
-
-
 def _download_idx(name: str, root: Path, folders: list[Path]) -> None:
     import torchvision.datasets  # imported here: only the download path needs it
 

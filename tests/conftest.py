@@ -36,12 +36,19 @@ def mnist_dir() -> Path:
     return MNIST_DIR
 
 
+def mnist_pair(data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images (N, 1, 28, 28), labels) of the MNIST IDX files in ``data_dir``."""
+    from gan.data import load_dataset
+
+    mnist = load_dataset("mnist", data_dir, download=False)
+    return mnist.data, mnist.labels
+
+
 @pytest.fixture(scope="session")
 def mnist_images(mnist_dir: Path) -> torch.Tensor:
-    from gan.data import load_mnist
+    from gan.data import load_dataset
 
-    images, _ = load_mnist(mnist_dir, download=False)
-    return images
+    return load_dataset("mnist", mnist_dir, download=False).data
 
 
 def port_open(host: str, port: int) -> bool:

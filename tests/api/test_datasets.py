@@ -140,3 +140,18 @@ def test_archive_over_the_size_limit_is_413(client, monkeypatch):
     assert response.status_code == 413, response.text
     [error] = response.json()["detail"]
     assert error["loc"] == ["body", "file"] and "over the limit of" in error["msg"]
+
+
+def test_bodies_over_the_limit_are_refused_before_they_are_read(client):
+    from api.middleware import MAX_BODY_BYTES
+
+    too_big = {"content-length": str(MAX_BODY_BYTES + 1), "content-type": "application/zip"}
+    response = client.post("/datasets", content=b"x", headers=too_big)
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+    def chunks():
+        yield b"x" * 10
+
+    response = client.post("/datasets", content=chunks())  # chunked: no Content-Length
+    assert response.status_code == 411
+    assert client.get("/datasets").json()["datasets"] == []

@@ -61,6 +61,8 @@ def test_resolve_applies_overrides_and_round_trips():
         ({"arch": "dcgan", "image_size": 30}, "image_size"),
         ({"arch": "dcgan", "dataset": "cifar10", "image_size": 64}, None),
         ({"loss": "wgan", "label_smoothing": 0.1}, "label_smoothing"),
+        ({"arch": "dcgan", "compile": "default"}, "compile"),
+        ({"compile": "reduce-overhead", "precision": "bf16"}, None),
         ({"colour": "red"}, "colour"),
     ],
 )

@@ -18,11 +18,11 @@ from gan.data import (
     UploadTooLarge,
     ingest_images,
     load_dataset,
-    load_mnist,
     read_idx,
     to_uint8,
     to_unit_range,
 )
+from tests.conftest import mnist_pair
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
@@ -56,7 +56,7 @@ def test_load_mnist_joins_splits_and_pairs_labels(tmp_path):
     for split, n in (("train", 7), ("t10k", 3)):
         write_idx(tmp_path / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), 2051)
         write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)), 2049)
-    images, labels = load_mnist(tmp_path, download=False)
+    images, labels = mnist_pair(tmp_path)
     assert images.shape == (10, 1, 28, 28) and images.dtype == torch.uint8
     assert labels.shape == (10,) and labels.dtype == torch.int64
 
@@ -65,16 +65,16 @@ def test_load_mnist_reports_label_mismatch(tmp_path):
     write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((4, 28, 28)), 2051)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros((3,)), 2049)
     with pytest.raises(DatasetError, match="3 labels for 4 images"):
-        load_mnist(tmp_path, download=False)
+        mnist_pair(tmp_path)
 
 
 def test_load_mnist_without_files_says_where_it_looked(tmp_path):
     with pytest.raises(DatasetError, match=str(tmp_path)):
-        load_mnist(tmp_path, download=False)
+        mnist_pair(tmp_path)
 
 
 def test_official_10k_split(mnist_dir):
-    images, labels = load_mnist(mnist_dir, download=False)
+    images, labels = mnist_pair(mnist_dir)
     assert images.shape == (10_000, 1, 28, 28)
     assert labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
     assert torch.bincount(labels).tolist()[:2] == [980, 1135]
@@ -172,7 +172,7 @@ def test_cifar10_failure_is_a_dataset_error(tmp_path, monkeypatch):
 
 
 def test_stacked_mnist_stacks_three_digits(mnist_dir):
-    mnist_x, mnist_y = load_mnist(mnist_dir, download=False)
+    mnist_x, mnist_y = mnist_pair(mnist_dir)
     dataset = load_dataset("stacked-mnist", mnist_dir, download=False)
     assert dataset.shape == (3, 28, 28) and len(dataset) == 50_000
     assert dataset.num_classes == 1000 and dataset.data.dtype == torch.uint8

@@ -55,7 +55,7 @@ def weights(path):
 # Between them these configs select every technique of the trainer.
 EXACT_CASES: dict[str, tuple[str, dict]] = {
     "classic": ("classic", {}),
-    "stable": ("stable", {}),  # dcgan, spectral norm, hinge, TTUR, translation, EMA
+    "stable": ("stable", {"augment": "translation"}),  # dcgan, SN, hinge, TTUR, EMA
     "stable-conditional": ("stable-conditional", {}),  # label embedding + projection D
     "wgan-gp": ("wgan-gp", {"d_steps": 2, "reg_every": 2, "instance_noise": 0.1}),
     "wgan-clip": ("dcgan", {"loss": "wgan", "augment": "translation,cutout", "grad_clip": 1.0}),

@@ -1,0 +1,102 @@
+"""Quality of presets over training: the MNIST judge's metrics at every evaluation step.
+
+    python -m bench.quality --data ../shared/data/mnist --cache CACHE --out OUT \
+        --steps 3000 --eval-every 500 --runs stable classic "classic:beta1_g=0.9,beta1_d=0.9"
+
+A run is a preset, optionally with overrides after a colon (``FIELD=VALUE`` separated by commas).
+Each trains from scratch, writing a checkpoint every ``--eval-every`` steps and noting the wall
+time when it was written; afterwards every checkpoint's generator (its EMA when the run keeps one)
+draws ``--samples`` digits, which ``gan.metrics.evaluate_images`` scores against the 10k split.
+"Time to quality" is the wall time of the first checkpoint with all 10 classes covered and FID
+within 3x the real-vs-real baseline. OUT gets a 10x10 grid of each run's last checkpoint and a
+JSON file of every row. Needs only torch, so it runs on a bare GPU machine too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from gan.checkpoint import list_checkpoints
+from gan.cli import parse_overrides
+from gan.config import resolve
+from gan.data import load_dataset
+from gan.judge import judge_for
+from gan.metrics import evaluate_images
+from gan.sample import generate, load_generator, preview_png
+from gan.train import Progress, pick_device, train
+
+GOOD_FID_RATIO = 3.0  # "good": FID within this multiple of the real-vs-real baseline
+
+
+def parse_run(text: str) -> tuple[str, dict]:
+    preset, _, rest = text.partition(":")
+    return preset, parse_overrides([p for p in rest.split(",") if p])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, required=True, help="where the judge is cached")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--runs", nargs="+", default=["stable", "classic"])
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    mnist = load_dataset("mnist", args.data, download=False)
+    judge = judge_for("mnist", args.data, args.cache)
+    device = pick_device("auto")
+    where = torch.cuda.get_device_name() if device.type == "cuda" else platform.machine()
+    print(f"# {where}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"judge accuracy {judge.accuracy:.4f}")  # fmt: skip
+    rows = []
+    for run in args.runs:
+        preset, overrides = parse_run(run)
+        cfg = resolve(preset, **{
+            **overrides, "max_steps": args.steps, "seed": args.seed, "log_every": args.eval_every,
+            "checkpoint_every": args.eval_every, "keep_checkpoints": 1000,
+        })  # fmt: skip
+        folder = args.out / re.sub(r"[^A-Za-z0-9_.=-]+", "_", run)
+        wall: dict[int, float] = {}
+        start = time.perf_counter()
+
+        def progress(p: Progress, wall: dict[int, float] = wall, start: float = start) -> None:
+            wall[p.step] = time.perf_counter() - start
+
+        train(cfg, mnist, folder, progress=progress)
+        reached = None
+        for step, path in list_checkpoints(folder):
+            G, _, _ = load_generator(path)
+            fake = generate(G, args.samples, seed=1)
+            metrics = evaluate_images(fake, mnist.data, mnist.labels, judge, num_classes=10)
+            good = metrics["coverage"] == 10 and metrics["fid"] <= GOOD_FID_RATIO * metrics[
+                "fid_baseline"]  # fmt: skip
+            if good and reached is None:
+                reached = wall[step]
+            rows.append({"run": run, "step": step, "wall_s": wall[step], **metrics})
+            print(json.dumps(rows[-1]), flush=True)
+            (args.out / "quality.json").write_text(json.dumps(rows, indent=1))
+        (args.out / f"{folder.name}.png").write_bytes(preview_png(generate(G, 100, seed=0), 10))
+        print(f"{run}: time to quality {'not reached' if reached is None else f'{reached:.0f}s'}")
+
+    print("\n| run | step | wall s | FID | baseline | coverage | class KL | score | "
+          "precision | recall |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    for r in rows:
+        cells = [r["run"], r["step"], f"{r['wall_s']:.0f}", f"{r['fid']:.1f}"]
+        cells += [f"{r['fid_baseline']:.2f}", f"{r['coverage']:.0f}", f"{r['class_kl']:.3f}"]
+        cells += [f"{r[k]:.2f}" for k in ("classifier_score", "precision", "recall")]
+        print("| " + " | ".join(map(str, cells)) + " |")
+
+
+if __name__ == "__main__":
+    main()
