@@ -7,11 +7,13 @@ checkout). Tests that need Redis and PostgreSQL at 127.0.0.1 skip when they are 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -19,6 +21,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from gan.data import Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("GAN_TEST_DATA_DIR", ROOT.parent / "shared" / "data" / "mnist"))
@@ -45,10 +50,16 @@ def mnist_pair(data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="session")
-def mnist_images(mnist_dir: Path) -> torch.Tensor:
+def mnist(mnist_dir: Path) -> Dataset:
+    """The MNIST 10k split as the trainer takes it."""
     from gan.data import load_dataset
 
-    return load_dataset("mnist", mnist_dir, download=False).data
+    return load_dataset("mnist", mnist_dir, download=False)
+
+
+def first(dataset: Dataset, n: int) -> Dataset:
+    """The first ``n`` samples of ``dataset``."""
+    return dataclasses.replace(dataset, data=dataset.data[:n], labels=dataset.labels[:n])
 
 
 def port_open(host: str, port: int) -> bool:

@@ -18,7 +18,7 @@ def digit_statistics(images: np.ndarray, real: np.ndarray) -> tuple[float, float
 
 def looks_like_digits(images: np.ndarray, real: np.ndarray) -> bool:
     """Thresholds set from the 10k split: a 300-step classic run with seed 0 scores (0.60, 0.78)
-    (``python -m bench.classic_quality --data ../shared/data/mnist --out DIR --steps 300
-    --seeds 0``); an untrained generator fails both (tests/gan/test_train.py checks it)."""
+    (BENCHMARKS.md, measured at commit edce08a); an untrained generator fails both
+    (tests/gan/test_train.py checks it)."""
     near_black, correlation = digit_statistics(images, real)
     return near_black > 0.2 and correlation > 0.5

@@ -112,7 +112,7 @@ def embedded(tmp_path: Path, mnist_dir: Path) -> Iterator[Service]:
     service.stop()
 
 
-def test_embedded_default_end_to_end(embedded: Service, mnist_images) -> None:
+def test_embedded_default_end_to_end(embedded: Service, mnist) -> None:
     serve = embedded.serve()  # API + one worker child, SQLite and filesystem broker under var/
     job_id = embedded.submit(
         {"preset": "classic", "max_steps": 300, "checkpoint_every": 50, "log_every": 25}
@@ -144,7 +144,7 @@ def test_embedded_default_end_to_end(embedded: Service, mnist_images) -> None:
     npy = httpx.get(f"{embedded.url}/jobs/{job_id}/samples?n=256&format=npy", timeout=30)
     samples = np.load(io.BytesIO(npy.content), allow_pickle=False)
     assert samples.shape == (256, 28, 28) and samples.dtype == np.uint8
-    real = mnist_images.squeeze(1).numpy().astype(float)
+    real = mnist.data.squeeze(1).numpy().astype(float)
     assert looks_like_digits(samples, real), digit_statistics(samples, real)
 
     assert (embedded.tmp_path / "var" / "gan.db").is_file()  # the embedded defaults were used

@@ -6,6 +6,7 @@ from PIL import Image
 from gan.config import resolve
 from gan.sample import generate, image_grid, load_generator, npy_bytes, png_bytes
 from gan.train import train
+from tests.conftest import first
 
 
 def test_grid_layout():
@@ -17,9 +18,9 @@ def test_grid_layout():
     assert image_grid(images[:5]).shape == (2 + 2 * 30, 2 + 3 * 30)  # 3 per row, 2 rows
 
 
-def test_samples_are_deterministic_per_seed(tmp_path, mnist_images):
+def test_samples_are_deterministic_per_seed(tmp_path, mnist):
     cfg = resolve("classic", max_steps=2, log_every=1)
-    G, _, _ = load_generator(train(cfg, mnist_images[:128], tmp_path).checkpoint)
+    G, _, _ = load_generator(train(cfg, first(mnist, 128), tmp_path).checkpoint)
     a, b, c = generate(G, 16, 0), generate(G, 16, 0), generate(G, 16, 1)
     assert a.shape == (16, 28, 28) and a.dtype == np.uint8
     assert np.array_equal(a, b) and not np.array_equal(a, c)

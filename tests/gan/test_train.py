@@ -12,19 +12,15 @@ from gan.losses import minimax_d_loss
 from gan.models import build_models
 from gan.sample import generate, load_generator
 from gan.train import EpochSampler, Progress, TrainingError, train
+from tests.conftest import first
 from tests.quality import digit_statistics, looks_like_digits
 
 # Small networks and data keep each run to a fraction of a second.
 TINY = {"width": 8, "batch_size": 16, "log_every": 2, "checkpoint_every": 3}
 
 
-@pytest.fixture(scope="module")
-def mnist(mnist_dir) -> Dataset:
-    return load_dataset("mnist", mnist_dir, download=False)
-
-
 def small(dataset: Dataset, n: int = 256) -> Dataset:
-    return dataclasses.replace(dataset, data=dataset.data[:n], labels=dataset.labels[:n])
+    return first(dataset, n)
 
 
 def test_discriminator_step_does_not_reach_the_generator():

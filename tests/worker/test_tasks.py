@@ -48,7 +48,7 @@ def test_missing_data_fails_the_job_with_a_reason(settings, tmp_path: Path):
     run_job(job_id, settings.model_copy(update={"data_dir": empty}))
     job = job_row(settings, job_id)
     assert job.state == store.FAILED
-    assert "no MNIST IDX files" in job.error and "GAN_DATA_DIR" in job.error
+    assert "no mnist IDX files" in job.error and "GAN_DATA_DIR" in job.error
 
 
 def test_unknown_job_is_ignored(settings):
