@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--samples", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--raw", action="store_true", help="also score the raw G beside its EMA")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -76,16 +77,19 @@ def main() -> None:
         train(cfg, mnist, folder, progress=progress)
         reached = None
         for step, path in list_checkpoints(folder):
+            for ema in (True, False) if args.raw and cfg.ema_decay else (True,):
+                G, _, _ = load_generator(path, ema=ema)
+                fake = generate(G, args.samples, seed=1)
+                metrics = evaluate_images(fake, mnist.data, mnist.labels, judge, num_classes=10)
+                good = metrics["coverage"] == 10 and metrics["fid"] <= GOOD_FID_RATIO * metrics[
+                    "fid_baseline"]  # fmt: skip
+                if good and ema and reached is None:
+                    reached = wall[step]
+                name = run if ema else f"{run} (raw G)"
+                rows.append({"run": name, "step": step, "wall_s": wall[step], **metrics})
+                print(json.dumps(rows[-1]), flush=True)
+                (args.out / "quality.json").write_text(json.dumps(rows, indent=1))
             G, _, _ = load_generator(path)
-            fake = generate(G, args.samples, seed=1)
-            metrics = evaluate_images(fake, mnist.data, mnist.labels, judge, num_classes=10)
-            good = metrics["coverage"] == 10 and metrics["fid"] <= GOOD_FID_RATIO * metrics[
-                "fid_baseline"]  # fmt: skip
-            if good and reached is None:
-                reached = wall[step]
-            rows.append({"run": run, "step": step, "wall_s": wall[step], **metrics})
-            print(json.dumps(rows[-1]), flush=True)
-            (args.out / "quality.json").write_text(json.dumps(rows, indent=1))
         (args.out / f"{folder.name}.png").write_bytes(preview_png(generate(G, 100, seed=0), 10))
         print(f"{run}: time to quality {'not reached' if reached is None else f'{reached:.0f}s'}")
 

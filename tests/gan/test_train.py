@@ -202,3 +202,13 @@ def test_short_training_run_produces_digit_like_samples(tmp_path, mnist):
     assert step == 300
     assert not looks_like_digits(untrained, real), digit_statistics(untrained, real)
     assert looks_like_digits(trained, real), digit_statistics(trained, real)
+
+
+def test_compiled_training_computes_what_eager_training_does(tmp_path, mnist):
+    """torch.compile (inductor's C++ backend here) trains the same function as eager mode."""
+    cfg = resolve("classic", **{**TINY, "max_steps": 3})
+    eager = weights(train(cfg, small(mnist), tmp_path / "eager").checkpoint)
+    compiled_cfg = dataclasses.replace(cfg, compile="default")
+    compiled = weights(train(compiled_cfg, small(mnist), tmp_path / "compiled").checkpoint)
+    assert_close(compiled["generator"], eager["generator"], rtol=1e-4, atol=1e-5)
+    assert_close(compiled["discriminator"], eager["discriminator"], rtol=1e-4, atol=1e-5)
