@@ -53,7 +53,17 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write ``state`` to ``path`` atomically: readers see the old file or the whole new one.
+    """Write the checkpoint ``state`` to ``path`` atomically, marked with this format."""
+    write_atomically({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, path)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint dict at ``path``, loaded with ``weights_only=True``."""
+    return read_marked(path, FORMAT, FORMAT_VERSION, map_location)
+
+
+def write_atomically(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to ``path`` atomically: readers see the old file or the whole new one.
 
     The bytes go to a temporary file in the same directory, are flushed to disk, and the file is
     renamed over ``path`` (rename is atomic within one filesystem); then the directory entry is
@@ -63,7 +73,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, f)
+            torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -77,18 +87,21 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
         os.close(dir_fd)
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint dict at ``path``, loaded with ``weights_only=True``."""
+def read_marked(
+    path: Path, fmt: str, version: int, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """The dict at ``path`` (loaded with ``weights_only=True``) if its "format" is ``fmt`` and
+    its "format_version" is ``version``; CheckpointError otherwise."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"{path.name} is not a readable checkpoint: {e}") from e
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path.name} is not a {FORMAT} file")
-    if state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path.name} is not a readable {fmt} file: {e}") from e
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise CheckpointError(f"{path.name} is not a {fmt} file")
+    if state.get("format_version") != version:
         raise CheckpointError(
             f"{path.name} has format version {state.get('format_version')}, "
-            f"this code reads {FORMAT_VERSION}"
+            f"this code reads {version}"
         )
     return state
 

@@ -290,21 +290,10 @@ def _stable(**overrides: Any) -> TrainConfig:
     # hinge recipe with TTUR had the best FID of the candidates at 1000-3000 steps; translation
     # augmentation slowed it down (10k images are not yet overfitted at these budgets); sampling
     # from an EMA of G with decay 0.99 beat both the raw G and decay 0.999.
-    base = TrainConfig(
-        arch="dcgan",
-        loss="hinge",
-        spectral_norm="d",
-        ema_decay=0.99,
-        lr_g=2e-4,
-        lr_d=4e-4,
-        beta1_g=0.0,
-        beta2_g=0.9,
-        beta1_d=0.0,
-        beta2_d=0.9,
-        max_steps=3000,
-        checkpoint_every=500,
+    sngan = PRESETS["sngan-hinge"].config
+    return dataclasses.replace(
+        sngan, ema_decay=0.99, max_steps=3000, checkpoint_every=500, **overrides
     )
-    return dataclasses.replace(base, **overrides)
 
 
 PRESETS["stable"] = Preset(

@@ -15,8 +15,6 @@ A saved judge is a self-describing dict of builtins and tensors, read with ``wei
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gan.checkpoint import CheckpointError, read_marked, write_atomically
 from gan.config import DATASETS
 from gan.data import load_dataset, to_unit_range
 
@@ -157,7 +156,7 @@ def train_judge(
 
 
 def save_judge(judge: Judge, path: Path, train_info: dict[str, int] | None = None) -> None:
-    """Write ``judge`` to ``path`` atomically (temporary file, fsync, rename)."""
+    """Write ``judge`` to ``path`` atomically, as a self-describing dict."""
     state: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -171,32 +170,15 @@ def save_judge(judge: Judge, path: Path, train_info: dict[str, int] | None = Non
         "accuracy": judge.accuracy,
         "train": dict(train_info or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(state, path)
 
 
 def load_judge(path: Path, device: str | torch.device = "cpu") -> Judge:
     """The judge saved at ``path``, in eval mode on ``device``."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for corrupt or foreign files
-        raise JudgeError(f"{path.name} is not a readable judge: {e}") from e
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise JudgeError(f"{path.name} is not a {FORMAT} file")
-    if state.get("format_version") != FORMAT_VERSION:
-        raise JudgeError(
-            f"{path.name} has format version {state.get('format_version')}, "
-            f"this code reads {FORMAT_VERSION}"
-        )
+        state = read_marked(path, FORMAT, FORMAT_VERSION)
+    except CheckpointError as e:
+        raise JudgeError(str(e)) from e
     arch = state["arch"]
     c1, c2 = arch["channels"]
     judge = Judge((int(c1), int(c2)), int(arch["hidden"]), int(arch["num_classes"]))

@@ -44,7 +44,7 @@ def test_load_rejects_foreign_and_arbitrary_pickles(tmp_path):
         load_checkpoint(foreign)
     evil = tmp_path / "evil.pt"
     torch.save({"format": "gan-checkpoint", "format_version": 1, "obj": Evil()}, evil)
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable gan-checkpoint file"):
         load_checkpoint(evil)
 
     garbage = tmp_path / "garbage.pt"

@@ -95,7 +95,7 @@ def test_save_load_round_trip(tmp_path, mnist_dir, mnist):
 
 def test_load_rejects_foreign_files(tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"not a judge")
-    with pytest.raises(JudgeError, match="not a readable judge"):
+    with pytest.raises(JudgeError, match="not a readable gan-judge file"):
         load_judge(tmp_path / "garbage.pt")
     save_checkpoint({"step": 1}, tmp_path / "ckpt.pt")
     with pytest.raises(JudgeError, match="not a gan-judge file"):
