@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 
 from api.errors import validation_error_handler
 from api.middleware import BodySizeLimit, CurlJSONBodies
-from api.routes import datasets, health, jobs, presets, samples
+from api.routes import datasets, health, jobs, metrics, presets, samples
 
 DESCRIPTION = """
 Train a GAN without babysitting it: POST a job spec to `/jobs`, follow `GET /jobs/{id}`, and GET
@@ -22,6 +22,7 @@ def create_app() -> FastAPI:
     app.add_middleware(BodySizeLimit)
     app.include_router(jobs.router)
     app.include_router(samples.router)
+    app.include_router(metrics.router)
     app.include_router(presets.router)
     app.include_router(datasets.router)
     app.include_router(health.router)

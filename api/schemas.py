@@ -65,6 +65,16 @@ JobSpec = create_model(  # type: ignore[call-overload]
 JobState = Literal["queued", "running", "succeeded", "failed"]
 
 
+class WarningOut(BaseModel):
+    code: str = Field(
+        description="What was flagged: diverged (a loss or weight became non-finite and the run "
+        "rolled back with lower learning rates), vanishing_gradients (D saturated: D(x) → 1, "
+        "D(G(z)) → 0 for a window) or mode_collapse (coverage or sample diversity dropped)."
+    )
+    step: int = Field(description="The step the condition started.")
+    message: str = Field(description="What happened and what to try, for a person.")
+
+
 class JobOut(BaseModel):
     id: str
     state: JobState
@@ -76,16 +86,51 @@ class JobOut(BaseModel):
     d_loss: float | None = Field(description="Discriminator loss at the latest report.")
     g_loss: float | None = Field(description="Generator loss at the latest report.")
     checkpoint_step: int | None = Field(description="Step of the newest checkpoint, if any.")
+    metrics: dict[str, float | None] = Field(
+        description="The latest quality evaluation (every eval_every steps, on a fixed latent "
+        "batch), {} before the first: diversity, plus fid, coverage, … for MNIST-like data, "
+        "kl and modes for stacked-mnist, mode_kl and modes for ring8/grid25. null: not finite."
+    )
+    metrics_step: int | None = Field(description="Step of the latest evaluation, if any.")
+    best_metrics: dict[str, float | int | None] | None = Field(
+        description="The evaluation of the best checkpoint (the samples' default), with its "
+        '"step"; the best has the lowest fid (MNIST-like), kl (stacked-mnist) or mode_kl '
+        "(ring8, grid25). null when no best is kept: before the first evaluation, with "
+        "eval_every 0, or for datasets without such a metric (cifar10, uploads)."
+    )
+    warnings: list[WarningOut] = Field(
+        description="Every problem flagged so far, oldest first, with the step it started."
+    )
     error: str | None = Field(description="Why the job failed, when it did.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
-    links: dict[str, str] = Field(description="URLs of this job and its samples.")
+    links: dict[str, str] = Field(description="URLs of this job, its samples and its metrics.")
 
 
 class JobList(BaseModel):
     jobs: list[JobOut] = Field(description="Newest first.")
+
+
+class MetricPointOut(BaseModel):
+    """One progress report: its step and values, d_loss, g_loss, d_real, d_fake (mean D logits
+    on real and fake) and images_per_sec, and the evaluation's metrics (fid, diversity, …)
+    at the steps where one was made. null: not finite."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, float | None] = Field(init=False)
+
+    step: int
+
+
+class MetricsOut(BaseModel):
+    job_id: str
+    total_points: int = Field(
+        description="Points after since_step; when more than max_points, the points are picked "
+        "evenly from them, the first and the last included."
+    )
+    points: list[MetricPointOut] = Field(description="Oldest first.")
 
 
 class PresetOut(BaseModel):

@@ -6,7 +6,12 @@ A checkpoint holds everything needed to resume training or to sample:
      "config": TrainConfig.to_dict(), "step": int, "created_at": ISO-8601 str,
      "data": {"shape": [C, H, W] or [D], "num_classes": int (0: unconditional)},
      "generator": state_dict, "generator_ema": state_dict or None, "discriminator": state_dict,
-     "opt_g": state_dict, "opt_d": state_dict, "rng": ByteTensor, "metrics": {str: float}}
+     "opt_g": state_dict, "opt_d": state_dict, "rng": ByteTensor,
+     "metrics": {str: float} (losses and the latest evaluation),
+     "monitor": gan.monitor.Monitor.state_dict() (evaluations, best, warnings, rollbacks)}
+
+``step-NNNNNNNN.pt`` files are the newest ``keep_checkpoints`` steps; ``best.pt`` is the
+checkpoint of the best evaluation so far.
 
 Only tensors and builtins, so ``torch.load(..., weights_only=True)`` reads it: loading a
 checkpoint never unpickles arbitrary objects.
@@ -25,6 +30,7 @@ import torch
 FORMAT = "gan-checkpoint"
 FORMAT_VERSION = 2
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
+BEST_NAME = "best.pt"  # the best evaluation's checkpoint, beside the step-N ones; never pruned
 
 
 class CheckpointError(RuntimeError):
@@ -45,6 +51,12 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
         if match:
             found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+def best_checkpoint(directory: Path) -> Path | None:
+    """``best.pt``: the checkpoint of the best evaluation so far, if the run keeps one."""
+    path = directory / BEST_NAME
+    return path if path.is_file() else None
 
 
 def latest_checkpoint(directory: Path) -> Path | None:

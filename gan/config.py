@@ -96,6 +96,11 @@ class TrainConfig:
     precision: Precision = _f("fp32", "bf16: autocast G and D to bfloat16 (CUDA)")
     compile: Compile = _f("none", "torch.compile G and D; reduce-overhead uses CUDA graphs")
     device: Device = _f("auto", "auto picks cuda, then mps, then cpu")
+    # --- quality and guards ---
+    eval_every: int = _f(500, "steps between quality evaluations on a fixed latent batch; 0 = off")
+    eval_samples: int = _f(2000, "samples drawn for each evaluation")
+    early_stop_evals: int = _f(0, "stop after this many evaluations without a new best; 0 = off")
+    max_rollbacks: int = _f(3, "divergences (non-finite loss) recovered by rolling back, lr × ½")
     # --- budget and bookkeeping ---
     max_steps: int = _f(2000, "training budget, in generator steps")
     seed: int = _f(0, "seeds weights, noise and data order: same spec + seed → same run")
@@ -205,6 +210,10 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "beta2_g": (0.0, 0.9999),
     "beta1_d": (0.0, 0.999),
     "beta2_d": (0.0, 0.9999),
+    "eval_every": (0, 10_000_000),
+    "eval_samples": (100, 50_000),
+    "early_stop_evals": (0, 10_000),
+    "max_rollbacks": (0, 100),
     "max_steps": (1, 10_000_000),
     "seed": (0, 2**31 - 1),
     "log_every": (1, 100_000),

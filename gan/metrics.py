@@ -9,6 +9,7 @@ Everything is computed on the CPU; values come back as Python floats.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -177,6 +178,59 @@ def stacked_mnist_metrics(images: Tensor | np.ndarray, judge: Judge) -> dict[str
     }
 
 
+@dataclass(frozen=True)
+class ImageReference:
+    """The real side of ``evaluate_images``, computed once by ``image_reference``."""
+
+    features: Tensor  # judge features (M, F) of half B of the reals: what fakes are compared with
+    baseline: Tensor  # judge features of the other half A, disjoint from B
+    class_hist: Tensor  # class histogram (K,) of all the reals' labels
+
+
+def image_reference(
+    real: Tensor | np.ndarray, real_labels: Tensor, judge: Judge, num_classes: int, seed: int = 0
+) -> ImageReference:
+    """Judge features of uint8 reals (N, 1, 28, 28), split at random (``seed``) into disjoint
+    halves A (baseline) and B (reference), and the histogram of their labels."""
+    real_feats, _ = judge.embed(_as_images(real))
+    perm = torch.randperm(len(real_feats), generator=torch.Generator().manual_seed(seed))
+    half = len(perm) // 2
+    return ImageReference(
+        features=real_feats[perm[half:]],
+        baseline=real_feats[perm[:half]],
+        class_hist=class_histogram(real_labels, num_classes),
+    )
+
+
+def score_images(
+    fake: Tensor | np.ndarray, reference: ImageReference, judge: Judge
+) -> dict[str, float]:
+    """The judge's metrics of uint8 fakes (N, 1, 28, 28) against a precomputed real reference.
+
+    fid, precision and recall compare the fakes with half B of the reals; fid_baseline compares
+    half A (at most as many as the fakes) with B: what a generator indistinguishable from the
+    data scores with this many samples (FID is biased upwards for small sets, so compare fid with
+    it rather than with 0). classifier_score is exp E KL(p(y|x) ‖ p(y)) (1 to K); coverage counts
+    classes with ≥ 10% of the uniform share of the judge's predictions; class_kl is KL(predicted
+    classes ‖ real labels); mean_confidence is the judge's mean top probability.
+    """
+    fake_feats, fake_probs = judge.embed(_as_images(fake))
+    num_classes = len(reference.class_hist)
+    baseline = reference.baseline[: len(fake_feats)]
+    precision, recall = precision_recall(reference.features, fake_feats)
+    pred = fake_probs.argmax(1)
+    return {
+        "fid": frechet_distance(fake_feats, reference.features),
+        "fid_baseline": frechet_distance(baseline, reference.features),
+        "classifier_score": classifier_score(fake_probs),
+        "coverage": float(class_coverage(pred, num_classes)),
+        "class_kl": class_kl(class_histogram(pred, num_classes), reference.class_hist),
+        "precision": precision,
+        "recall": recall,
+        "mean_confidence": mean_confidence(fake_probs),
+    }
+
+
 def evaluate_images(
     fake: Tensor | np.ndarray,
     real: Tensor | np.ndarray,
@@ -185,31 +239,9 @@ def evaluate_images(
     num_classes: int,
     seed: int = 0,
 ) -> dict[str, float]:
-    """The judge's metrics of uint8 fakes (N, 1, 28, 28) against uint8 reals with labels.
+    """``score_images`` of uint8 fakes against ``image_reference(real, real_labels, ...)``.
 
-    The reals are split at random (``seed``) into disjoint halves A and B. fid, precision and
-    recall compare the fakes with B; fid_baseline compares A (at most as many as the fakes) with
-    B: what a generator indistinguishable from the data scores with this many samples (FID is
-    biased upwards for small sets, so compare fid with it rather than with 0). coverage counts
-    classes with ≥ 10% of the uniform share; class_kl compares with the real labels' histogram.
+    Computes the real side afresh: to score many fake sets against the same reals, build the
+    reference once and call ``score_images``.
     """
-    fake_feats, fake_probs = judge.embed(_as_images(fake))
-    real_feats, _ = judge.embed(_as_images(real))
-    perm = torch.randperm(len(real_feats), generator=torch.Generator().manual_seed(seed))
-    half = len(perm) // 2
-    reference = real_feats[perm[half:]]
-    baseline = real_feats[perm[: min(half, len(fake_feats))]]
-    precision, recall = precision_recall(reference, fake_feats)
-    pred = fake_probs.argmax(1)
-    return {
-        "fid": frechet_distance(fake_feats, reference),
-        "fid_baseline": frechet_distance(baseline, reference),
-        "classifier_score": classifier_score(fake_probs),
-        "coverage": float(class_coverage(pred, num_classes)),
-        "class_kl": class_kl(
-            class_histogram(pred, num_classes), class_histogram(real_labels, num_classes)
-        ),
-        "precision": precision,
-        "recall": recall,
-        "mean_confidence": mean_confidence(fake_probs),
-    }
+    return score_images(fake, image_reference(real, real_labels, judge, num_classes, seed), judge)

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -41,6 +42,7 @@ from gan.augment import augment, instance_noise
 from gan.config import ConfigError, TrainConfig, check_data
 from gan.data import Dataset, to_unit_range
 from gan.models import Discriminator, Generator, build_models
+from gan.monitor import Monitor, TrainWarning
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,11 @@ class Progress:
     d_real: float  # mean D logit on the latest real batch
     d_fake: float  # mean D logit on the latest fake batch
     checkpoint_step: int | None  # step of the newest checkpoint on disk, if any
+    metrics: dict[str, float]  # the latest evaluation ({} before the first)
+    metrics_step: int | None  # step of that evaluation
+    best: dict[str, float] | None  # the best evaluation so far (its checkpoint is best.pt)
+    best_step: int | None
+    warnings: tuple[TrainWarning, ...]  # every warning of the run so far
 
 
 @dataclass(frozen=True)
@@ -64,10 +71,27 @@ class TrainResult:
     step: int  # generator steps done
     stopped: bool  # True when should_stop ended training before max_steps
     checkpoint: Path  # the checkpoint written last
+    early_stopped: bool = False  # True when the best metric stopped improving (early_stop_evals)
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message says why, for a person to act on."""
+
+
+class Diverged(Exception):
+    """A loss or weight became non-finite at ``step``."""
+
+    def __init__(self, step: int, d_loss: float, g_loss: float) -> None:
+        super().__init__(f"non-finite at step {step}")
+        self.step, self.d_loss, self.g_loss = step, d_loss, g_loss
+
+
+class Evaluator(Protocol):
+    """Scores a generator (``gan.evaluate.make_evaluator`` builds one per dataset)."""
+
+    key: str | None  # the metric that picks the best checkpoint (lower is better), if any
+
+    def __call__(self, G: Generator) -> dict[str, float]: ...
 
 
 def pick_device(name: str) -> torch.device:
@@ -141,11 +165,15 @@ def train(
     *,
     progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    evaluator: Evaluator | None = None,
 ) -> TrainResult:
     """Train a GAN on ``dataset`` and write checkpoints to ``out_dir``.
 
     ``progress`` is called every ``cfg.log_every`` steps and at the end; ``should_stop`` is
-    polled at the same points, and a True answer checkpoints and returns early.
+    polled at the same points, and a True answer checkpoints and returns early. ``evaluator``
+    scores the generator (its EMA when kept) every ``cfg.eval_every`` steps and at the end; the
+    best evaluation's checkpoint is kept as ``best.pt``. A non-finite loss or weight rolls the run
+    back to its last checkpoint with halved learning rates, up to ``cfg.max_rollbacks`` times.
     """
     check_compatible(cfg, dataset)
     device = pick_device(cfg.device)
@@ -163,11 +191,24 @@ def train(
         D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1_d, cfg.beta2_d), fused=fused or None
     )
     rng = torch.Generator(device).manual_seed(cfg.seed)
+    monitor = Monitor(key=evaluator.key if evaluator is not None else None)
     step = 0
 
-    latest = ckpt.latest_checkpoint(out_dir)
-    if latest is not None:
-        state = ckpt.load_checkpoint(latest, map_location=device)
+    def snapshot() -> dict[str, Any]:
+        """Everything the run's future depends on (with the monitor: its record so far)."""
+        return {
+            "step": step,
+            "generator": G.state_dict(),
+            "generator_ema": G_ema.state_dict() if G_ema is not None else None,
+            "discriminator": D.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "rng": rng.get_state(),
+            "monitor": monitor.state_dict(),
+        }
+
+    def restore(state: dict[str, Any]) -> int:
+        """Load a snapshot or checkpoint's networks, optimizers and noise; return its step."""
         G.load_state_dict(state["generator"])
         D.load_state_dict(state["discriminator"])
         if G_ema is not None:
@@ -175,8 +216,28 @@ def train(
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         rng.set_state(state["rng"].cpu())
-        step = state["step"]
+        for group in opt_g.param_groups:  # a rollback's lower rates outlive the restore
+            group["lr"] = cfg.lr_g * monitor.lr_scale
+        for group in opt_d.param_groups:
+            group["lr"] = cfg.lr_d * monitor.lr_scale
+        return int(state["step"])
+
+    initial = copy.deepcopy(snapshot())  # where a divergence returns when no checkpoint is good
+    latest = ckpt.latest_checkpoint(out_dir)
+    if latest is not None:
+        state = ckpt.load_checkpoint(latest, map_location=device)
+        monitor = Monitor.from_state_dict(state["monitor"])
+        step = restore(state)
         log.info("resumed from %s at step %d", latest.name, step)
+
+    def last_good() -> dict[str, Any]:
+        """The newest checkpoint on disk whose weights are all finite, else the initial state."""
+        for _, path in reversed(ckpt.list_checkpoints(out_dir)):
+            state = ckpt.load_checkpoint(path, map_location=device)
+            weights = [*state["generator"].values(), *state["discriminator"].values()]
+            if all(torch.isfinite(t).all() for t in weights if t.is_floating_point()):
+                return state
+        return initial
 
     data = to_unit_range(dataset.data) if dataset.is_image else dataset.data.float()
     data, labels = data.to(device), dataset.labels.to(device)
@@ -257,84 +318,126 @@ def train(
     d_loss = g_loss = d_real = d_fake = nan
     clock, clock_step = time.perf_counter(), step
 
-    def finite_losses() -> tuple[float, float]:
-        """The latest (D, G) losses; a non-finite one ends training before it is saved."""
+    def healthy_losses() -> tuple[float, float]:
+        """The latest (D, G) losses; Diverged when one of them is not finite."""
         d, g = d_loss.item(), g_loss.item()
         if not (math.isfinite(d) and math.isfinite(g)):
-            raise TrainingError(
-                f"losses became non-finite at step {step} (D {d}, G {g}): training diverged; "
-                "try lower learning rates"
-            )
+            raise Diverged(step, d, g)
         return d, g
+
+    def checkpoint_state() -> dict[str, Any]:
+        """The checkpoint dict of the current step; Diverged rather than save a non-finite one."""
+        d, g = healthy_losses()
+        if not all(torch.isfinite(t).all() for t in (*G.parameters(), *D.parameters())):
+            raise Diverged(step, d, g)
+        return {
+            "config": cfg.to_dict(),
+            "created_at": datetime.now(UTC).isoformat(),
+            "data": {"shape": list(dataset.shape), "num_classes": num_classes},
+            **snapshot(),
+            "metrics": {"d_loss": d, "g_loss": g, **monitor.metrics},
+        }
 
     def checkpoint() -> Path:
         """The checkpoint of the current step, written unless it already is."""
         nonlocal last_path, checkpoint_step
         if last_path is not None and checkpoint_step == step:
             return last_path
-        d, g = finite_losses()
         path = ckpt.checkpoint_path(out_dir, step)
-        ckpt.save_checkpoint(
-            {
-                "config": cfg.to_dict(),
-                "step": step,
-                "created_at": datetime.now(UTC).isoformat(),
-                "data": {"shape": list(dataset.shape), "num_classes": num_classes},
-                "generator": G.state_dict(),
-                "generator_ema": G_ema.state_dict() if G_ema is not None else None,
-                "discriminator": D.state_dict(),
-                "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(),
-                "rng": rng.get_state(),
-                "metrics": {"d_loss": d, "g_loss": g},
-            },
-            path,
-        )
+        ckpt.save_checkpoint(checkpoint_state(), path)
         ckpt.prune_checkpoints(out_dir, cfg.keep_checkpoints)
         last_path, checkpoint_step = path, step
         return path
 
-    G.train()
-    D.train()
-    while step < cfg.max_steps:
-        if cfg.compile == "reduce-overhead":  # a new step: earlier CUDA-graph outputs are dead
-            torch.compiler.cudagraph_mark_step_begin()
-        for i in range(cfg.d_steps):
-            k = step * cfg.d_steps + i  # D steps so far: picks the data batch, pure in (seed, k)
-            index = sampler.batch(k)
-            real, y_real = data[index], (labels[index] if num_classes else None)
-            z = torch.randn(cfg.batch_size, G.latent_dim, device=device, generator=rng)
-            y_fake = draw_fake_labels()
-            last = i == cfg.d_steps - 1
-            with autocast, contextlib.nullcontext() if last else torch.no_grad():
-                fake = G_fwd(z, y_fake).float()
-            d_loss, d_real, d_fake = d_step(k, real, y_real, fake, y_fake)
-        g_loss = g_step(fake, y_fake)
-        step += 1
-        if G_ema is not None:
-            update_ema(G_ema, G, ema_decay_at(cfg, step))
+    def evaluate() -> None:
+        """Score the sampling generator; keep its checkpoint as best.pt when it is the best."""
+        assert evaluator is not None
+        metrics = evaluator(G_ema if G_ema is not None else G)
+        if monitor.observe_evaluation(step, metrics):
+            ckpt.save_checkpoint(checkpoint_state(), out_dir / ckpt.BEST_NAME)
+        log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            checkpoint()
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            d, g = finite_losses()
-            now = time.perf_counter()
-            seen = (step - clock_step) * cfg.batch_size * cfg.d_steps
-            rate = seen / max(now - clock, 1e-9)
-            clock, clock_step = now, step
-            stop = should_stop is not None and step < cfg.max_steps and should_stop()
-            if stop:
-                checkpoint()  # before the report, so the report names it
-            if progress is not None:
-                report = Progress(
-                    step, cfg.max_steps, rate, d, g, d_real.item(), d_fake.item(), checkpoint_step
+    def report(rate: float) -> None:
+        if progress is not None:
+            d, g = healthy_losses()
+            progress(
+                Progress(
+                    step, cfg.max_steps, rate, d, g, d_real.item(), d_fake.item(),
+                    checkpoint_step, dict(monitor.metrics), monitor.metrics_step,
+                    dict(monitor.best) if monitor.best is not None else None, monitor.best_step,
+                    tuple(monitor.warnings),
                 )
-                progress(report)
-            if stop:
-                log.info("stopped at step %d on request", step)
-                return TrainResult(step, True, checkpoint())
+            )  # fmt: skip
 
-    return TrainResult(step, False, checkpoint())
+    def run() -> TrainResult:
+        """Train from ``step`` to the end (or a stop); Diverged when the run blows up."""
+        nonlocal step, d_loss, g_loss, d_real, d_fake, clock, clock_step
+        G.train()
+        D.train()
+        while step < cfg.max_steps:
+            if cfg.compile == "reduce-overhead":  # a new step: older CUDA-graph outputs are dead
+                torch.compiler.cudagraph_mark_step_begin()
+            for i in range(cfg.d_steps):
+                k = step * cfg.d_steps + i  # D steps so far: the data batch is pure in (seed, k)
+                index = sampler.batch(k)
+                real, y_real = data[index], (labels[index] if num_classes else None)
+                z = torch.randn(cfg.batch_size, G.latent_dim, device=device, generator=rng)
+                y_fake = draw_fake_labels()
+                last = i == cfg.d_steps - 1
+                with autocast, contextlib.nullcontext() if last else torch.no_grad():
+                    fake = G_fwd(z, y_fake).float()
+                d_loss, d_real, d_fake = d_step(k, real, y_real, fake, y_fake)
+            g_loss = g_step(fake, y_fake)
+            step += 1
+            if G_ema is not None:
+                update_ema(G_ema, G, ema_decay_at(cfg, step))
+
+            end = step == cfg.max_steps
+            early_stop = False
+            if evaluator is not None and cfg.eval_every and (step % cfg.eval_every == 0 or end):
+                evaluate()
+                early_stop = bool(cfg.early_stop_evals) and (
+                    monitor.since_best >= cfg.early_stop_evals
+                )
+            if step % cfg.checkpoint_every == 0 or end or early_stop:
+                checkpoint()
+            if step % cfg.log_every == 0 or end or early_stop:
+                d, _ = healthy_losses()
+                monitor.observe_losses(step, cfg.loss, d)
+                now = time.perf_counter()
+                seen = (step - clock_step) * cfg.batch_size * cfg.d_steps
+                rate = seen / max(now - clock, 1e-9)
+                clock, clock_step = now, step
+                stop = should_stop is not None and not end and not early_stop and should_stop()
+                if stop:
+                    checkpoint()  # before the report, so the report names it
+                report(rate)
+                if stop:
+                    log.info("stopped at step %d on request", step)
+                    return TrainResult(step, True, checkpoint())
+                if early_stop:
+                    log.info("early stop at step %d: no better %s in %d evaluations",
+                             step, monitor.key, monitor.since_best)  # fmt: skip
+                    return TrainResult(step, False, checkpoint(), early_stopped=True)
+        return TrainResult(step, False, checkpoint())
+
+    while True:
+        try:
+            return run()
+        except Diverged as e:
+            if monitor.rollbacks >= cfg.max_rollbacks:
+                raise TrainingError(
+                    f"losses or weights became non-finite at step {e.step} (D {e.d_loss}, "
+                    f"G {e.g_loss}) after {monitor.rollbacks} rollbacks with learning rates "
+                    f"down to ×{monitor.lr_scale:g}: training diverged; try lower learning "
+                    "rates, spectral_norm or grad_clip"
+                ) from None
+            back = last_good()
+            monitor.rolled_back(e.step, int(back["step"]), e.d_loss, e.g_loss)
+            step = restore(back)
+            last_path = ckpt.checkpoint_path(out_dir, step) if back is not initial else None
+            checkpoint_step = step if last_path is not None else None
+            log.warning("%s", monitor.warnings[-1].message)
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[None]:

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         """Uploaded datasets: <artifacts_dir>/datasets/<id>/{images,labels}.npy, meta.json."""
         return self.artifacts_dir / "datasets"
 
+    @property
+    def judges_dir(self) -> Path:
+        """Cached judges the evaluations score samples with: <artifacts_dir>/judges/judge-*.pt."""
+        return self.artifacts_dir / "judges"
+
     def job_dir(self, job_id: str) -> Path:
         return self.artifacts_dir / "jobs" / job_id
 

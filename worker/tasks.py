@@ -13,6 +13,8 @@ from celery.signals import worker_shutting_down
 from gan.checkpoint import CheckpointError
 from gan.config import ConfigError, from_dict
 from gan.data import DatasetError, load_dataset
+from gan.evaluate import make_evaluator
+from gan.judge import JudgeError
 from gan.train import Progress, TrainingError, train
 from worker import store
 from worker.celery_app import TRAIN_TASK, app
@@ -21,7 +23,9 @@ from worker.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 # Failures whose message already tells a person what went wrong.
-EXPECTED_ERRORS = (ConfigError, DatasetError, TrainingError, CheckpointError, OSError)
+EXPECTED_ERRORS = (
+    ConfigError, DatasetError, TrainingError, CheckpointError, JudgeError, OSError,
+)  # fmt: skip
 
 
 # Set when the worker is asked to shut down (SIGTERM, Ctrl-C): the running job checkpoints at its
@@ -53,8 +57,10 @@ def run_job(job_id: str, settings: Settings) -> None:
             return
         store.mark_running(job)
         config = job.config
+        warned = len(job.warnings or [])  # warnings of the run logged so far (before a requeue)
 
     def progress(p: Progress) -> None:
+        nonlocal warned
         _update(
             url,
             job_id,
@@ -64,13 +70,23 @@ def run_job(job_id: str, settings: Settings) -> None:
                 images_per_sec=p.images_per_sec,
                 d_loss=p.d_loss,
                 g_loss=p.g_loss,
+                d_real=p.d_real,
+                d_fake=p.d_fake,
                 checkpoint_step=p.checkpoint_step,
+                metrics=p.metrics,
+                metrics_step=p.metrics_step,
+                best=p.best,
+                best_step=p.best_step,
+                warnings=[w.to_dict() for w in p.warnings],
             ),
         )
         log.info(
             "job %s: step %d/%d, %.0f images/s, D %.4f, G %.4f",
             job_id, p.step, p.total_steps, p.images_per_sec, p.d_loss, p.g_loss,
         )  # fmt: skip
+        for w in p.warnings[warned:]:
+            log.warning("job %s: %s from step %d: %s", job_id, w.code, w.step, w.message)
+        warned = len(p.warnings)
 
     def should_stop() -> bool:
         """Stop when the worker shuts down, or the job is gone or finished by someone else."""
@@ -90,12 +106,22 @@ def run_job(job_id: str, settings: Settings) -> None:
             uploads_dir=settings.datasets_dir,
             image_size=cfg.image_size,
         )
+        evaluator = None
+        if cfg.eval_every > 0:  # the judge is trained once per artifacts folder, then cached
+            evaluator = make_evaluator(
+                dataset,
+                data_dir=settings.data_dir,
+                cache_dir=settings.judges_dir,
+                samples=cfg.eval_samples,
+                seed=cfg.seed,
+            )
         result = train(
             cfg,
             dataset,
             settings.checkpoint_dir(job_id),
             progress=progress,
             should_stop=should_stop,
+            evaluator=evaluator,
         )
         stopped_at = result.step if result.stopped else None
     except EXPECTED_ERRORS as e:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from api.deps import CeleryDep, SessionDep, SettingsDep
 from api.routes.datasets import read_meta
-from api.schemas import JobList, JobOut, JobSpec
+from api.schemas import JobList, JobOut, JobSpec, WarningOut
 from gan.config import DATASETS, ConfigError, check_data, resolve
 from worker import store
 from worker.celery_app import TRAIN_TASK
@@ -20,6 +20,8 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 def job_out(job: store.Job, request: Request) -> JobOut:
     self_url = str(request.url_for("get_job", job_id=job.id))
+    latest = dict(job.metrics or {})
+    metrics_step = latest.pop("step", None)
     return JobOut(
         id=job.id,
         state=job.state,
@@ -31,12 +33,20 @@ def job_out(job: store.Job, request: Request) -> JobOut:
         d_loss=job.d_loss,
         g_loss=job.g_loss,
         checkpoint_step=job.checkpoint_step,
+        metrics=latest,
+        metrics_step=metrics_step,
+        best_metrics=job.best_metrics,
+        warnings=[WarningOut(**w) for w in job.warnings or []],
         error=job.error,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
         updated_at=job.updated_at,
-        links={"self": self_url, "samples": str(request.url_for("get_samples", job_id=job.id))},
+        links={
+            "self": self_url,
+            "samples": str(request.url_for("get_samples", job_id=job.id)),
+            "metrics": str(request.url_for("get_metrics", job_id=job.id)),
+        },
     )
 
 
@@ -102,5 +112,6 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobOut, responses={404: {"description": "No such job."}})
 def get_job(job_id: str, request: Request, session: SessionDep) -> JobOut:
-    """A job's state, progress, latest losses and resolved config."""
+    """A job's state, progress, latest losses, latest and best quality metrics, warnings and
+    resolved config."""
     return job_out(get_job_or_404(session, job_id), request)

@@ -30,6 +30,10 @@ def test_post_job_queues_a_celery_task(client, settings):
     assert job["config"]["max_steps"] == 2000 and job["config"]["batch_size"] == 64
     assert response.headers["location"] == job["links"]["self"]
     assert job["links"]["samples"].endswith(f"/jobs/{job['id']}/samples")
+    assert job["links"]["metrics"].endswith(f"/jobs/{job['id']}/metrics")
+    assert (job["metrics"], job["metrics_step"], job["best_metrics"], job["warnings"]) == (
+        {}, None, None, []
+    )  # fmt: skip
     assert queued_messages(settings) == [{"task": TRAIN_TASK, "args": [job["id"]]}]
     assert client.get(f"/jobs/{job['id']}").json() == job
 

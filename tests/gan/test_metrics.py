@@ -14,9 +14,11 @@ from gan.metrics import (
     evaluate_images,
     frechet_distance,
     grid25_metrics,
+    image_reference,
     mean_confidence,
     precision_recall,
     ring8_metrics,
+    score_images,
     stacked_mnist_metrics,
 )
 from tests.conftest import mnist_pair
@@ -235,3 +237,20 @@ def test_evaluate_images_tells_real_from_noise_and_collapse(judge, mnist):
     assert mode["recall"] < 0.01 and mode["fid"] > 20 * perfect["fid"]
     # (N, 28, 28) arrays, as gan.sample.generate returns them, are accepted too.
     assert evaluate_images(good.squeeze(1).numpy(), real, real_labels, judge, 10) == perfect
+
+
+def test_image_reference_is_computed_once_and_reused(judge, mnist):
+    real, labels = mnist[0][SMALL_N : SMALL_N + 301], mnist[1][SMALL_N : SMALL_N + 301]
+    reference = image_reference(real, labels, judge, num_classes=10, seed=1)
+    # Disjoint halves that together hold every real's features exactly once.
+    feats, _ = judge.embed(real)
+    assert len(reference.baseline) == 150 and len(reference.features) == 151
+    halves = torch.cat([reference.baseline, reference.features])
+    rows = torch.cdist(halves, feats).argmin(1)
+    assert sorted(rows.tolist()) == list(range(301))
+    assert_close(reference.class_hist.sum().item(), 1.0)
+    assert_close(reference.class_hist[3].item(), (labels == 3).sum().item() / 301)
+    # Scoring against the stored reference is scoring against the reals.
+    fake = mnist[0][SMALL_N + 301 : SMALL_N + 401]
+    expected = evaluate_images(fake, real, labels, judge, num_classes=10, seed=1)
+    assert score_images(fake, reference, judge) == expected

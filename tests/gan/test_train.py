@@ -179,8 +179,11 @@ def test_non_finite_losses_fail_with_a_reason_and_save_nothing(tmp_path, mnist):
         tensor.fill_(float("nan"))  # as if training had blown up
     save_checkpoint(state, first.checkpoint)
 
+    no_rollbacks = resolve(
+        "classic", max_steps=20, log_every=5, checkpoint_every=1, max_rollbacks=0
+    )
     with pytest.raises(TrainingError, match=r"non-finite at step 6.*lower learning rates"):
-        train(resolve("classic", max_steps=20, log_every=5, checkpoint_every=1), data, tmp_path)
+        train(no_rollbacks, data, tmp_path)
     assert [step for step, _ in list_checkpoints(tmp_path)] == [5]  # nothing NaN was saved
 
 
@@ -212,3 +215,85 @@ def test_compiled_training_computes_what_eager_training_does(tmp_path, mnist):
     compiled = weights(train(compiled_cfg, small(mnist), tmp_path / "compiled").checkpoint)
     assert_close(compiled["generator"], eager["generator"], rtol=1e-4, atol=1e-5)
     assert_close(compiled["discriminator"], eager["discriminator"], rtol=1e-4, atol=1e-5)
+
+
+class Scripted:
+    """An evaluator whose "fid" follows a script: drives the trainer's bookkeeping exactly."""
+
+    key: str | None = "fid"
+
+    def __init__(self, values: list[float]) -> None:
+        self.values, self.calls = list(values), 0
+
+    def __call__(self, G) -> dict[str, float]:
+        self.calls += 1
+        return {"fid": self.values.pop(0), "diversity": 1.0}
+
+
+def test_evaluations_keep_the_best_checkpoint_and_stop_on_a_plateau(tmp_path, mnist):
+    reports: list[Progress] = []
+    cfg = resolve("classic", **{**TINY, "max_steps": 12, "eval_every": 2, "early_stop_evals": 2})
+    scripted = Scripted([5.0, 3.0, 4.0, 6.0, 1.0, 0.5])
+    result = train(cfg, small(mnist), tmp_path, progress=reports.append, evaluator=scripted)
+    assert result.early_stopped and result.step == 8 and scripted.calls == 4
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["step"] == 4 and best["metrics"]["fid"] == 3.0
+    assert reports[-1].best == {"fid": 3.0, "diversity": 1.0} and reports[-1].best_step == 4
+    assert reports[-1].metrics["fid"] == 6.0 and reports[-1].metrics_step == 8
+    assert load_checkpoint(result.checkpoint)["monitor"]["best_step"] == 4
+
+
+def test_a_real_evaluator_scores_the_ema_generator(tmp_path, mnist_dir):
+    from gan.evaluate import make_evaluator
+
+    ring = load_dataset("ring8", mnist_dir)
+    cfg = resolve("classic", **{**TINY, "dataset": "ring8", "max_steps": 4, "eval_every": 2,
+                                "ema_decay": 0.9, "eval_samples": 200})  # fmt: skip
+    evaluator = make_evaluator(ring, data_dir=mnist_dir, cache_dir=tmp_path, samples=200)
+    reports: list[Progress] = []
+    train(cfg, ring, tmp_path / "run", progress=reports.append, evaluator=evaluator)
+    assert set(reports[-1].metrics) >= {"modes", "high_quality", "mode_kl", "diversity"}
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    G, _, _ = load_generator(tmp_path / "run" / "best.pt")  # its EMA generator, as sampled
+    assert evaluator(G) == best["monitor"]["best"]  # the fixed latent batch: same score again
+
+
+def test_divergence_rolls_back_to_the_last_good_checkpoint_with_lower_rates(tmp_path, mnist):
+    data = small(mnist)
+    cfg = resolve("classic", max_steps=10, log_every=1, checkpoint_every=5, eval_every=0)
+    train(cfg, data, tmp_path)
+    bad = load_checkpoint(tmp_path / "step-00000010.pt")
+    for tensor in bad["discriminator"].values():
+        tensor.fill_(float("nan"))  # as if step 10 had blown up
+    save_checkpoint(bad, tmp_path / "step-00000010.pt")
+
+    reports: list[Progress] = []
+    result = train(dataclasses.replace(cfg, max_steps=20), data, tmp_path, progress=reports.append)
+    assert result.step == 20
+    [warning] = reports[-1].warnings
+    assert (warning.code, warning.step) == ("diverged", 11)
+    assert "rolled back to step 5" in warning.message and "×0.5" in warning.message
+    state = load_checkpoint(result.checkpoint)
+    assert state["opt_d"]["param_groups"][0]["lr"] == cfg.lr_d / 2
+    assert state["monitor"]["rollbacks"] == 1
+    assert all(torch.isfinite(t).all() for t in state["discriminator"].values())
+
+
+def test_data_of_absurd_scale_fails_after_bounded_rollbacks(tmp_path, mnist_dir):
+    ring = load_dataset("ring8", mnist_dir)
+    huge = dataclasses.replace(ring, data=ring.data * 1e30)  # D's logits ~1e30: squares overflow
+    cfg = resolve("classic", **{**TINY, "dataset": "ring8", "loss": "lsgan", "max_steps": 20,
+                                "max_rollbacks": 2, "eval_every": 0})  # fmt: skip
+    with pytest.raises(TrainingError, match=r"non-finite at step 2 .*after 2 rollbacks"):
+        train(cfg, huge, tmp_path)
+    assert list_checkpoints(tmp_path) == []  # nothing non-finite was saved
+
+
+def test_a_discriminator_that_wins_outright_is_flagged(tmp_path, mnist):
+    """G barely learns (lr_g 1e-7) while D does: D's loss → 0, G's gradients vanish."""
+    reports: list[Progress] = []
+    cfg = resolve("classic", max_steps=100, log_every=10, lr_g=1e-7, lr_d=1e-3, eval_every=0)
+    train(cfg, small(mnist, 512), tmp_path, progress=reports.append)
+    flagged = [(w.code, w.step) for w in reports[-1].warnings]
+    assert len(flagged) == 1 and flagged[0][0] == "vanishing_gradients"
+    assert reports[-1].d_loss < 0.01

@@ -22,7 +22,7 @@ def job_row(settings, job_id):
 
 
 def test_run_job_trains_and_records_progress(settings):
-    job_id = new_job(settings, max_steps=20, log_every=5, checkpoint_every=10)
+    job_id = new_job(settings, max_steps=20, log_every=5, checkpoint_every=10, eval_samples=200)
     run_job(job_id, settings)
     job = job_row(settings, job_id)
     assert job.state == store.SUCCEEDED and job.error is None
@@ -34,7 +34,7 @@ def test_run_job_trains_and_records_progress(settings):
 
 
 def test_finished_job_is_not_run_again(settings):
-    job_id = new_job(settings, max_steps=5)
+    job_id = new_job(settings, max_steps=5, eval_every=0)
     run_job(job_id, settings)
     finished_at = job_row(settings, job_id).finished_at
     run_job(job_id, settings)  # a redelivered task
@@ -66,3 +66,47 @@ def test_orphaned_running_jobs_are_requeued(settings):
     assert requeue_orphans(settings, celery_for(settings)) == [running]
     assert len(list((settings.broker_dir / "queue").iterdir())) == 1
     assert job_row(settings, queued).state == store.QUEUED
+
+
+def test_evaluations_best_and_warnings_are_recorded(settings):
+    job_id = new_job(settings, dataset="ring8", max_steps=30, log_every=5, checkpoint_every=10,
+                     eval_every=10, eval_samples=200)  # fmt: skip
+    run_job(job_id, settings)
+    job = job_row(settings, job_id)
+    assert job.state == store.SUCCEEDED, job.error
+    assert job.metrics["step"] == 30 and {"mode_kl", "diversity"} <= set(job.metrics)
+    with store.session_scope(settings.database_url) as session:
+        total, points = store.metric_points(session, job_id)
+    assert [p.step for p in points] == [5, 10, 15, 20, 25, 30] and total == 6
+    evaluated: dict[int, dict] = {p.step: p.data for p in points if "mode_kl" in p.data}
+    assert sorted(evaluated) == [10, 20, 30]
+    latest = {k: v for k, v in job.metrics.items() if k != "step"}
+    assert {k: evaluated[30][k] for k in latest} == latest
+    # The best is the evaluation with the lowest mode_kl.
+    best_step = job.best_metrics["step"]
+    assert job.best_metrics["mode_kl"] == min(data["mode_kl"] for data in evaluated.values())
+    assert evaluated[best_step]["mode_kl"] == job.best_metrics["mode_kl"]
+    assert (settings.checkpoint_dir(job_id) / "best.pt").is_file()
+    for warning in job.warnings:
+        assert set(warning) == {"code", "step", "message"} and 0 < warning["step"] <= 30
+
+
+def test_mnist_evaluations_use_the_cached_judge(settings):
+    judge = settings.judges_dir / "judge-mnist.pt"
+    cached = judge.stat().st_mtime_ns
+    job_id = new_job(settings, max_steps=10, log_every=5, eval_every=10, eval_samples=200)
+    run_job(job_id, settings)
+    job = job_row(settings, job_id)
+    assert job.state == store.SUCCEEDED, job.error
+    assert {"fid", "diversity", "coverage"} <= set(job.metrics) and job.metrics["step"] == 10
+    assert job.best_metrics == job.metrics  # the only evaluation is the best
+    assert list(settings.judges_dir.iterdir()) == [judge] and judge.stat().st_mtime_ns == cached
+
+
+def test_no_evaluations_when_eval_every_is_0(settings):
+    job_id = new_job(settings, dataset="ring8", max_steps=10, log_every=5, eval_every=0)
+    run_job(job_id, settings)
+    job = job_row(settings, job_id)
+    assert job.state == store.SUCCEEDED
+    assert (job.metrics, job.best_metrics, job.warnings) == (None, None, [])
+    assert not (settings.checkpoint_dir(job_id) / "best.pt").exists()
