@@ -16,8 +16,12 @@ A(·) is the differentiable augmentation, applied to real and fake alike, plus a
 noise. ``train`` resumes from the newest checkpoint in ``out_dir`` when there is one. Everything
 random is a function of ``cfg.seed``: the initial weights, one noise generator on the training
 device (z, labels, augmentation, instance noise, penalty interpolation; its state is
-checkpointed) and the data order (a permutation per epoch drawn from ``(seed, epoch)``). So the same
-spec and seed give the same weights, and a resumed run continues the same sequence exactly.
+checkpointed) and the data order (a permutation per epoch drawn from ``(seed, epoch)``). So the
+same spec and seed give the same weights, and a resumed run continues the same sequence exactly.
+
+Every ``eval_every`` steps an evaluator scores the sampling generator; ``gan.monitor.Monitor``
+keeps the latest and best evaluations and the warnings (divergence, vanishing gradients,
+collapse), and is saved in each checkpoint with the rest.
 """
 
 from __future__ import annotations
@@ -173,7 +177,8 @@ def train(
     polled at the same points, and a True answer checkpoints and returns early. ``evaluator``
     scores the generator (its EMA when kept) every ``cfg.eval_every`` steps and at the end; the
     best evaluation's checkpoint is kept as ``best.pt``. A non-finite loss or weight rolls the run
-    back to its last checkpoint with halved learning rates, up to ``cfg.max_rollbacks`` times.
+    back to its newest finite checkpoint (or its initial state) with halved learning rates, up to
+    ``cfg.max_rollbacks`` times; then TrainingError says why.
     """
     check_compatible(cfg, dataset)
     device = pick_device(cfg.device)
