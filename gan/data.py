@@ -280,18 +280,25 @@ def gaussian_mixture(
     return Dataset(name, data.float(), labels, k)
 
 
+# The 2D benchmarks (gan.metrics scores samples against the same centres): 8 Gaussians at angles
+# 2πk/8 on a circle of radius 2 with σ = 0.02 (Metz et al. 2017, VEEGAN), and 25 at
+# {−4, −2, 0, 2, 4}² with σ = 0.05 (Dumoulin et al. 2017, PacGAN); label 5i + j is (v[i], v[j]).
+_ANGLES = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+RING8_CENTRES = 2 * torch.stack([_ANGLES.cos(), _ANGLES.sin()], dim=1)
+RING8_SIGMA = 0.02
+_GRID = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0], dtype=torch.float64)
+GRID25_CENTRES = torch.cartesian_prod(_GRID, _GRID)
+GRID25_SIGMA = 0.05
+
+
 def ring8() -> Dataset:
-    """8 Gaussians, σ = 0.02, at angles 2πk/8 on a circle of radius 2 (label k)."""
-    angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
-    centers = 2 * torch.stack([angles.cos(), angles.sin()], dim=1)
-    return gaussian_mixture("ring8", centers, 0.02)
+    """The 8-Gaussian ring (label k: the centre at angle 2πk/8)."""
+    return gaussian_mixture("ring8", RING8_CENTRES, RING8_SIGMA)
 
 
 def grid25() -> Dataset:
-    """25 Gaussians, σ = 0.05, at {−4, −2, 0, 2, 4}²; label 5i + j is the centre (v[i], v[j])."""
-    values = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0], dtype=torch.float64)
-    centers = torch.cartesian_prod(values, values)
-    return gaussian_mixture("grid25", centers, 0.05)
+    """The 25-Gaussian grid (label 5i + j: the centre (v[i], v[j]))."""
+    return gaussian_mixture("grid25", GRID25_CENTRES, GRID25_SIGMA)
 
 
 # --- conversions -------------------------------------------------------------------------------

@@ -8,25 +8,14 @@ Everything is computed on the CPU; values come back as Python floats.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from gan.data import GRID25_CENTRES, GRID25_SIGMA, RING8_CENTRES, RING8_SIGMA
 from gan.judge import Judge
-
-# The 2D benchmarks: 25 Gaussians at {−4, −2, 0, 2, 4}² with σ = 0.05 (Dumoulin et al. 2017,
-# PacGAN) and 8 on a circle of radius 2 with σ = 0.02 (Metz et al. 2017, VEEGAN).
-GRID25_CENTRES = torch.tensor(
-    [(x, y) for x in (-4.0, -2.0, 0.0, 2.0, 4.0) for y in (-4.0, -2.0, 0.0, 2.0, 4.0)]
-)
-GRID25_SIGMA = 0.05
-RING8_CENTRES = torch.tensor(
-    [(2.0 * math.cos(2 * math.pi * k / 8), 2.0 * math.sin(2 * math.pi * k / 8)) for k in range(8)]
-)
-RING8_SIGMA = 0.02
 
 
 def frechet_distance(feats_a: Tensor, feats_b: Tensor) -> float:

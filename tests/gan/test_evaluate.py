@@ -7,10 +7,20 @@ import torch
 from torch import Tensor
 
 import gan.judge
-from gan.data import Dataset, grid25, resize, ring8, stacked_mnist, to_unit_range
+from gan.data import (
+    GRID25_CENTRES,
+    GRID25_SIGMA,
+    RING8_CENTRES,
+    RING8_SIGMA,
+    Dataset,
+    grid25,
+    resize,
+    ring8,
+    stacked_mnist,
+    to_unit_range,
+)
 from gan.evaluate import Evaluator, make_evaluator, mean_pairwise_distance, metric_kind
 from gan.judge import save_judge
-from gan.metrics import GRID25_CENTRES, GRID25_SIGMA, RING8_CENTRES, RING8_SIGMA
 from gan.models import Generator
 from tests.gan.test_judge import SMALL_N, small_judge
 

@@ -4,9 +4,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from gan.data import GRID25_CENTRES, RING8_CENTRES
 from gan.metrics import (
-    GRID25_CENTRES,
-    RING8_CENTRES,
     class_coverage,
     class_histogram,
     class_kl,
@@ -155,7 +154,7 @@ def test_ring8_metrics():
     true = ring8_metrics(mixture_sample(RING8_CENTRES, 0.02, 800))
     assert true["modes"] == 8
     assert true["high_quality"] > 0.97
-    assert_close(RING8_CENTRES.norm(dim=1), torch.full((8,), 2.0))
+    assert_close(RING8_CENTRES.norm(dim=1), torch.full((8,), 2.0, dtype=torch.float64))
     collapsed = ring8_metrics(mixture_sample(RING8_CENTRES, 0.0, 800, modes=[3]))
     expected = {"modes": 1, "high_quality": 1.0, "mode_kl": math.log(8)}
     assert collapsed == pytest.approx(expected, abs=1e-4)
