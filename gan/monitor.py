@@ -10,13 +10,15 @@ ask about in every GAN tracker:
   the classes covered drop by ``COVERAGE_DROP`` or more from the best seen;
 - ``diverged``: a loss or weight became non-finite and the run rolled back (``rolled_back``).
 
-A flag is raised once when its condition starts and may be raised again after it clears. The
-record is plain data (``state_dict``), stored in every checkpoint, so a resumed run keeps it.
+A flag is raised once when its condition starts, and logged then; it may be raised again after
+it clears. The record is plain data (``state_dict``), stored in every checkpoint, so a resumed
+run keeps it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +28,8 @@ SATURATION_REPORTS = 5  # ... for this many progress reports in a row
 COLLAPSE_DIVERSITY = 0.5  # sample diversity (1 ≈ the data's) below this: collapsed
 COVERAGE_DROP = 3  # classes (or modes) covered falling this far below the best seen
 UNBOUNDED_LOSSES = ("wgan", "wgan_gp")  # critic losses with no "near 0" saturation point
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ class Monitor:
         """Training diverged at ``step`` and went back to ``to_step`` with halved learning rates."""
         self.rollbacks += 1
         self.lr_scale *= 0.5
-        self.warnings.append(
+        self._warn(
             TrainWarning(
                 "diverged",
                 step,
@@ -119,7 +123,11 @@ class Monitor:
     def _raise(self, code: str, step: int, message: str) -> None:
         if code not in self.flagged:
             self.flagged.append(code)
-            self.warnings.append(TrainWarning(code, step, message))
+            self._warn(TrainWarning(code, step, message))
+
+    def _warn(self, warning: TrainWarning) -> None:
+        self.warnings.append(warning)
+        log.warning("%s from step %d: %s", warning.code, warning.step, warning.message)
 
     def _clear(self, code: str) -> None:
         if code in self.flagged:

@@ -442,7 +442,6 @@ def train(
             step = restore(back)
             last_path = ckpt.checkpoint_path(out_dir, step) if back is not initial else None
             checkpoint_step = step if last_path is not None else None
-            log.warning("%s", monitor.warnings[-1].message)
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[None]:

@@ -57,10 +57,8 @@ def run_job(job_id: str, settings: Settings) -> None:
             return
         store.mark_running(job)
         config = job.config
-        warned = len(job.warnings or [])  # warnings of the run logged so far (before a requeue)
 
     def progress(p: Progress) -> None:
-        nonlocal warned
         _update(
             url,
             job_id,
@@ -84,9 +82,6 @@ def run_job(job_id: str, settings: Settings) -> None:
             "job %s: step %d/%d, %.0f images/s, D %.4f, G %.4f",
             job_id, p.step, p.total_steps, p.images_per_sec, p.d_loss, p.g_loss,
         )  # fmt: skip
-        for w in p.warnings[warned:]:
-            log.warning("job %s: %s from step %d: %s", job_id, w.code, w.step, w.message)
-        warned = len(p.warnings)
 
     def should_stop() -> bool:
         """Stop when the worker shuts down, or the job is gone or finished by someone else."""

@@ -69,13 +69,15 @@ def test_collapse_is_flagged_by_diversity_or_by_lost_classes():
     assert codes(points) == [("mode_collapse", 60)]
 
 
-def test_rollbacks_halve_the_learning_rates_and_say_so():
+def test_rollbacks_halve_the_learning_rates_and_say_so(caplog):
     monitor = Monitor(key=None)
     monitor.rolled_back(57, 50, float("nan"), 3.0)
     monitor.rolled_back(55, 50, float("inf"), float("nan"))
     assert (monitor.rollbacks, monitor.lr_scale) == (2, 0.25)
     assert codes(monitor) == [("diverged", 57), ("diverged", 55)]
     assert "rolled back to step 50" in monitor.warnings[-1].message
+    logged = [r.getMessage() for r in caplog.records if r.name == "gan.monitor"]
+    assert len(logged) == 2 and logged[0].startswith("diverged from step 57")  # once each
 
 
 def test_the_record_survives_a_checkpoint_round_trip():
