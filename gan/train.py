@@ -362,9 +362,8 @@ def train(
             ckpt.save_checkpoint(checkpoint_state(), out_dir / ckpt.BEST_NAME)
         log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
-    def report(rate: float) -> None:
+    def report(rate: float, d: float, g: float) -> None:
         if progress is not None:
-            d, g = healthy_losses()
             progress(
                 Progress(
                     step, cfg.max_steps, rate, d, g, d_real.item(), d_fake.item(),
@@ -407,7 +406,7 @@ def train(
             if step % cfg.checkpoint_every == 0 or end or early_stop:
                 checkpoint()
             if step % cfg.log_every == 0 or end or early_stop:
-                d, _ = healthy_losses()
+                d, g = healthy_losses()
                 monitor.observe_losses(step, cfg.loss, d)
                 now = time.perf_counter()
                 seen = (step - clock_step) * cfg.batch_size * cfg.d_steps
@@ -416,7 +415,7 @@ def train(
                 stop = should_stop is not None and not end and not early_stop and should_stop()
                 if stop:
                     checkpoint()  # before the report, so the report names it
-                report(rate)
+                report(rate, d, g)
                 if stop:
                     log.info("stopped at step %d on request", step)
                     return TrainResult(step, True, checkpoint())
