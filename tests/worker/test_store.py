@@ -12,7 +12,8 @@ def new_job(database_url, max_steps: int = 50) -> str:
 def report(database_url, job_id, step, **fields):
     """A progress report of ``step`` with made-up losses (d_loss = step / 100)."""
     losses = {"images_per_sec": 1e3, "d_loss": step / 100, "g_loss": 0.5, "d_real": 1.0,
-              "d_fake": -1.0, "checkpoint_step": None}  # fmt: skip
+              "d_fake": -1.0, "d_grad_norm": 2.0, "g_grad_norm": 3.0,
+              "checkpoint_step": None}  # fmt: skip
     with store.session_scope(database_url) as session:
         job = store.get_job(session, job_id)
         assert job is not None
@@ -34,7 +35,9 @@ def test_job_lifecycle_round_trips(database_url):
         assert queued.total_steps == 50
         assert queued.created_at.tzinfo == UTC  # timestamps come back aware on every database
         assert (queued.metrics, queued.best_metrics, queued.warnings) == (None, None, [])
-        store.mark_running(queued)
+    with store.session_scope(database_url) as session:
+        outcome, queued = store.claim(session, job_id, "w1", lease_s=60)
+        assert outcome == "claimed" and queued is not None
         store.record_progress(
             queued, step=10, images_per_sec=1e3, d_loss=1.2, g_loss=0.8, d_real=0.5,
             d_fake=-0.5, checkpoint_step=None,
@@ -77,7 +80,8 @@ def test_progress_records_evaluations_best_and_warnings(database_url):
         assert job.metrics == {"fid": 45.0, "diversity": 0.1, "step": 40}
         assert job.best_metrics == {"fid": 30.0, "diversity": 0.9, "step": 20}
         assert job.warnings == [warning]
-    losses = {"images_per_sec": 1e3, "g_loss": 0.5, "d_real": 1.0, "d_fake": -1.0}
+    losses = {"images_per_sec": 1e3, "g_loss": 0.5, "d_real": 1.0, "d_fake": -1.0,
+              "d_grad_norm": 2.0, "g_grad_norm": 3.0}  # fmt: skip
     # One point per report; the evaluation only in the report that brought it.
     assert series(database_url, job_id) == (4, [
         (10, {"d_loss": 0.1, **losses}),
@@ -91,10 +95,12 @@ def test_an_evaluation_between_reports_gets_its_own_point(database_url):
     job_id = new_job(database_url)
     report(database_url, job_id, 10)
     report(database_url, job_id, 20, metrics={"mode_kl": 0.5}, metrics_step=15)
+    progress = ["d_fake", "d_grad_norm", "d_loss", "d_real", "g_grad_norm", "g_loss",
+                "images_per_sec"]  # fmt: skip
     assert [(step, sorted(data)) for step, data in series(database_url, job_id)[1]] == [
-        (10, ["d_fake", "d_loss", "d_real", "g_loss", "images_per_sec"]),
+        (10, progress),
         (15, ["mode_kl"]),
-        (20, ["d_fake", "d_loss", "d_real", "g_loss", "images_per_sec"]),
+        (20, progress),
     ]
 
 

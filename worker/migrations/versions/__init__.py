@@ -1,0 +1,1 @@
+"""The revisions, ``NNNN_<slug>.py``, oldest first; ``gan db revision -m "..."`` writes the next."""
