@@ -9,11 +9,16 @@ from functools import lru_cache
 
 from celery import Celery
 
+# Imported for its receiver of Celery's setup_logging signal: a worker logs as worker.logs says.
+from worker import logs  # noqa: F401
 from worker.settings import Settings, get_settings
 
 TRAIN_TASK = "gan.train_job"
 
-# Longer than any job may run: Redis redelivers an unacknowledged task after this long.
+# Redis redelivers a task that is unacknowledged after this long. Nothing depends on it: a lost
+# worker's job is requeued by the reconciler once its lease expires (worker.reconcile), and a
+# late redelivery finds the job taken or done (worker.store.claim). It is long so that Redis
+# does not redeliver the task of a job that is still training.
 VISIBILITY_TIMEOUT_S = 7 * 24 * 3600
 
 
@@ -35,9 +40,10 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=settings.task_queue,
         task_ignore_result=True,  # results live in the job store, not a result backend
         task_acks_late=True,  # a task is acknowledged when it ends, so a lost worker's job returns
-        task_reject_on_worker_lost=True,
+        task_reject_on_worker_lost=True,  # a task whose worker process died goes back
         worker_prefetch_multiplier=1,  # one job per worker process (one per GPU)
         worker_concurrency=1,
+        worker_hijack_root_logger=False,  # worker.logs sets up the log lines
     )
     return app
 

@@ -7,10 +7,13 @@ filesystem broker, both under ``var/``.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -30,9 +33,33 @@ class Settings(BaseSettings):
     task_queue: str = "gan-train"
     # Root of everything a job writes: <artifacts_dir>/jobs/<id>/checkpoints/step-*.pt.
     artifacts_dir: Path = Path("var/artifacts")
+    # Seconds a worker's lease on its job lasts unless renewed (it renews every third of that):
+    # a worker silent for longer is presumed lost, and the reconciler requeues its job.
+    lease_s: float = Field(60.0, gt=0)
+    # Seconds between the reconciler's passes over lost workers' jobs and a broker's lost data.
+    reconcile_every_s: float = Field(15.0, gt=0)
+    # Times a job's worker may be lost (killed, out of memory) before the job fails instead of
+    # being requeued: a job that kills its worker must not kill every worker in turn.
+    max_lost: int = Field(3, ge=0)
+    # API keys that may use the service (a JSON list, or comma-separated); more can be made with
+    # `gan keys create`. With none at all, the service runs open, on localhost only.
+    api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+    # Jobs (created or resumed) each API key may start a minute, per API process.
+    jobs_per_minute: int = Field(60, ge=1)
     # Where `gan serve` binds the API.
     host: str = "127.0.0.1"
     port: int = 8000
+    # Log lines of the API and the worker: "text" (logfmt, key=value) or "json" (one object a
+    # line); both carry timestamp, level, logger, job_id and message.
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [k for k in text.split(",") if k]
+        return value
 
     @property
     def datasets_dir(self) -> Path:

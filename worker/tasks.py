@@ -1,14 +1,25 @@
-"""Celery tasks: thin wrappers that take a job id, call ``gan``, and report to the job store."""
+"""Celery tasks: thin wrappers that take a job id, call ``gan``, and report to the job store.
+
+A task trains its job only while it holds the job's lease (``worker.store.claim``): a duplicate
+or stale delivery finds the job taken or finished and does nothing. Every write presents the
+lease's fencing token, so a worker that lost its lease can never overwrite the job.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import socket
 import threading
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
+from celery import Task
 from celery.exceptions import Reject
 from celery.signals import worker_shutting_down
+from sqlalchemy.exc import SQLAlchemyError
 
 from gan.checkpoint import CheckpointError
 from gan.config import ConfigError, from_dict
@@ -18,6 +29,7 @@ from gan.judge import JudgeError
 from gan.train import Progress, TrainingError, train
 from worker import store
 from worker.celery_app import TRAIN_TASK, app
+from worker.logs import job_context
 from worker.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -27,6 +39,8 @@ EXPECTED_ERRORS = (
     ConfigError, DatasetError, TrainingError, CheckpointError, JudgeError, OSError,
 )  # fmt: skip
 
+# Seconds before a task retries a job that was resumed while its previous worker still stops.
+WAIT_RETRY_S = 5.0
 
 # Set when the worker is asked to shut down (SIGTERM, Ctrl-C): the running job checkpoints at its
 # next progress report and goes back on the queue, instead of holding the shutdown for hours.
@@ -38,30 +52,95 @@ def _on_worker_shutting_down(**_: Any) -> None:
     _shutting_down.set()
 
 
-@app.task(name=TRAIN_TASK)
-def train_job(job_id: str) -> None:
+def worker_id() -> str:
+    """Who holds a lease, for people reading the job store: host and process id."""
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+@app.task(name=TRAIN_TASK, bind=True, max_retries=None)
+def train_job(self: Task, job_id: str) -> None:
     if _shutting_down.is_set():  # fetched during shutdown: leave it for the next worker
         raise Reject("worker shutting down", requeue=True)
-    run_job(job_id, get_settings())
+    if run_job(job_id, get_settings()) == "wait":
+        raise self.retry(countdown=WAIT_RETRY_S)
 
 
-def run_job(job_id: str, settings: Settings) -> None:
+class Lease:
+    """The lease of a job this worker trains: renewed from a thread every third of its length,
+    and by every write (``write``). ``lost`` is set once it is no longer ours: the job was
+    deleted, or another worker took it after presuming this one dead."""
+
+    def __init__(self, settings: Settings, job_id: str, token: int) -> None:
+        self.url, self.job_id, self.token = settings.database_url, job_id, token
+        self.lease_s = settings.lease_s
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
+
+    def __enter__(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.lease_s / 3):
+            try:
+                with store.session_scope(self.url) as session:
+                    renewed = store.renew(session, self.job_id, self.token, self.lease_s)
+            except SQLAlchemyError as e:  # the store is down: keep training, keep trying
+                log.warning("job %s: could not renew the lease: %s", self.job_id, e)
+                continue
+            if not renewed:
+                self.lost.set()
+                return
+
+    def write(self, change: Callable[[store.Job], object]) -> bool:
+        """Apply ``change`` to the job and renew the lease, if the lease is still ours."""
+        with store.session_scope(self.url) as session:
+            job = store.leased_job(session, self.job_id, self.token)
+            if job is None:
+                self.lost.set()
+                return False
+            change(job)
+            if job.state in store.LEASED_STATES:
+                store.renew(session, self.job_id, self.token, self.lease_s)
+            return True
+
+    def state(self) -> str | None:
+        """The job's state while the lease is ours, else None."""
+        with store.session_scope(self.url) as session:
+            job = store.leased_job(session, self.job_id, self.token)
+            return job.state if job is not None else None
+
+
+def run_job(job_id: str, settings: Settings) -> str:
     """Train job ``job_id`` to the end (resuming from its newest checkpoint) and record the
-    outcome. A job that is unknown or already finished is left alone, so a redelivered task
-    does no harm."""
-    url = settings.database_url
-    with store.session_scope(url) as session:
-        job = store.get_job(session, job_id)
-        if job is None or job.state in store.FINAL_STATES:
-            log.warning("job %s: %s, nothing to do", job_id, job.state if job else "not found")
-            return
-        store.mark_running(job)
-        config = job.config
+    outcome, if this worker can claim it. Returns ``worker.store.claim``'s outcome: "claimed"
+    when it trained the job; "gone", "busy" or "wait" when it did nothing. Every line it logs
+    carries the job id."""
+    with job_context(job_id):
+        return _claim_and_train(job_id, settings)
 
+
+def _claim_and_train(job_id: str, settings: Settings) -> str:
+    with store.session_scope(settings.database_url) as session:
+        outcome, job = store.claim(session, job_id, worker_id(), settings.lease_s)
+        if outcome != "claimed" or job is None:
+            state = job.state if job is not None else "not found"
+            log.warning("job %s: %s (%s), not training it here", job_id, outcome, state)
+            return outcome
+        token, config = job.lease_token, job.config
+    with Lease(settings, job_id, token) as lease:
+        _train(job_id, config, settings, lease)
+    return outcome
+
+
+def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease) -> None:
     def progress(p: Progress) -> None:
-        _update(
-            url,
-            job_id,
+        lease.write(
             lambda job: store.record_progress(
                 job,
                 step=p.step,
@@ -70,13 +149,15 @@ def run_job(job_id: str, settings: Settings) -> None:
                 g_loss=p.g_loss,
                 d_real=p.d_real,
                 d_fake=p.d_fake,
+                d_grad_norm=p.d_grad_norm,
+                g_grad_norm=p.g_grad_norm,
                 checkpoint_step=p.checkpoint_step,
                 metrics=p.metrics,
                 metrics_step=p.metrics_step,
                 best=p.best,
                 best_step=p.best_step,
                 warnings=[w.to_dict() for w in p.warnings],
-            ),
+            )
         )
         log.info(
             "job %s: step %d/%d, %.0f images/s, D %.4f, G %.4f",
@@ -84,15 +165,18 @@ def run_job(job_id: str, settings: Settings) -> None:
         )  # fmt: skip
 
     def should_stop() -> bool:
-        """Stop when the worker shuts down, or the job is gone or finished by someone else."""
-        if _shutting_down.is_set():
+        """Stop when the worker shuts down, the job is cancelled or deleted, or the lease is
+        lost; checked at every progress report."""
+        if _shutting_down.is_set() or lease.lost.is_set():
             return True
-        with store.session_scope(url) as session:
-            job = store.get_job(session, job_id)
-            return job is None or job.state != store.RUNNING
+        try:
+            return lease.state() != store.RUNNING
+        except SQLAlchemyError as e:  # the store is down: train on; the lease decides
+            log.warning("job %s: could not read its state: %s", job_id, e)
+            return False
 
     error: str | None = None
-    stopped_at: int | None = None
+    stopped = False
     try:
         cfg = from_dict(config)
         dataset = load_dataset(
@@ -118,7 +202,7 @@ def run_job(job_id: str, settings: Settings) -> None:
             should_stop=should_stop,
             evaluator=evaluator,
         )
-        stopped_at = result.step if result.stopped else None
+        stopped = result.stopped
     except EXPECTED_ERRORS as e:
         error = str(e)
         log.error("job %s failed: %s", job_id, error)
@@ -126,20 +210,23 @@ def run_job(job_id: str, settings: Settings) -> None:
         error = f"internal error: {type(e).__name__}: {e}"
         log.exception("job %s failed", job_id)
 
-    if stopped_at is not None:
-        if _shutting_down.is_set():  # back on the queue; the next worker resumes it
-            _update(url, job_id, store.mark_requeued)
-            log.warning("job %s: worker shutting down at step %d; requeued", job_id, stopped_at)
-            raise Reject("worker shutting down", requeue=True)
+    finish = not stopped or lease.state() == store.CANCELLING
+    if finish and lease.write(lambda job: store.mark_finished(job, error=error)):
+        outcome = "cancelled" if stopped else "failed" if error else "succeeded"
+        log.info("job %s %s", job_id, outcome)
         return
+    if _shutting_down.is_set() and lease.write(store.mark_requeued):
+        log.warning("job %s: worker shutting down; checkpointed and requeued", job_id)
+        raise Reject("worker shutting down", requeue=True)
+    _let_go(job_id, settings)
 
-    _update(url, job_id, lambda job: store.mark_finished(job, error=error))
-    log.info("job %s %s", job_id, "failed" if error else "succeeded")
 
-
-def _update(url: str, job_id: str, change: Callable[[store.Job], None]) -> None:
-    """Apply ``change`` to the job's row, if it still exists, and commit."""
-    with store.session_scope(url) as session:
-        job = store.get_job(session, job_id)
-        if job is not None:
-            change(job)
+def _let_go(job_id: str, settings: Settings) -> None:
+    """The job was deleted, or another worker took it over: leave it, removing the files of a
+    deleted job (this worker may have written a checkpoint after the API removed them)."""
+    with store.session_scope(settings.database_url) as session:
+        if store.get_job(session, job_id) is not None:
+            log.warning("job %s: its lease went to another worker; stopped here", job_id)
+            return
+    shutil.rmtree(settings.job_dir(job_id), ignore_errors=True)
+    log.info("job %s was deleted; stopped and removed its files", job_id)

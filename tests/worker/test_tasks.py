@@ -6,7 +6,7 @@ from gan.checkpoint import list_checkpoints
 from gan.config import resolve
 from worker import store
 from worker.celery_app import celery_for
-from worker.main import requeue_orphans
+from worker.reconcile import Reconciler
 from worker.tasks import run_job
 
 
@@ -57,14 +57,15 @@ def test_unknown_job_is_ignored(settings):
         assert store.list_jobs(session) == []
 
 
-def test_orphaned_running_jobs_are_requeued(settings):
+def test_lost_workers_jobs_are_requeued_at_embedded_start_up(settings):
     running, queued = new_job(settings), new_job(settings)
     with store.session_scope(settings.database_url) as session:
-        job = store.get_job(session, running)
-        assert job is not None
-        store.mark_running(job)
-    assert requeue_orphans(settings, celery_for(settings)) == [running]
+        assert store.claim(session, running, "dead-worker", lease_s=3600)[0] == "claimed"
+    # the embedded broker serves one worker: at its start-up every lease is a dead worker's
+    assert Reconciler(settings, celery_for(settings)).run_once(all_leases_dead=True) == [running]
     assert len(list((settings.broker_dir / "queue").iterdir())) == 1
+    job = job_row(settings, running)
+    assert (job.state, job.lost, job.lease_owner) == (store.QUEUED, 1, None)
     assert job_row(settings, queued).state == store.QUEUED
 
 
