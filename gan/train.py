@@ -62,6 +62,8 @@ class Progress:
     g_loss: float  # generator loss of the latest step
     d_real: float  # mean D logit on the latest real batch
     d_fake: float  # mean D logit on the latest fake batch
+    d_grad_norm: float  # L2 norm of D's gradients in the latest D step (before clipping)
+    g_grad_norm: float  # L2 norm of G's gradients in the latest G step (before clipping)
     checkpoint_step: int | None  # step of the newest checkpoint on disk, if any
     metrics: dict[str, float]  # the latest evaluation ({} before the first)
     metrics_step: int | None  # step of that evaluation
@@ -296,14 +298,24 @@ def train(
             loss = loss + cfg.r2_gamma / 2 * cfg.reg_every * r2
         opt_d.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(D.parameters(), cfg.grad_clip)
+        measure_grads(D, "d")
         opt_d.step()
         if cfg.loss == "wgan":  # WGAN's Lipschitz constraint by weight clipping
             with torch.no_grad():
                 for p in D.parameters():
                     p.clamp_(-cfg.clip_value, cfg.clip_value)
         return loss.detach(), real_logits.detach().mean(), fake_logits.detach().mean()
+
+    grad_norms = {"d": torch.tensor(math.nan), "g": torch.tensor(math.nan)}
+
+    def measure_grads(net: nn.Module, name: str) -> None:
+        """Clip the gradients when asked; keep their norm on the steps that report it (the
+        next step is a logging step), without a device sync."""
+        if cfg.grad_clip > 0:
+            grad_norms[name] = nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        elif (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
+            grads = [p.grad for p in net.parameters() if p.grad is not None]
+            grad_norms[name] = nn.utils.get_total_norm(grads)
 
     def g_step(fake: torch.Tensor, y_fake: torch.Tensor | None) -> torch.Tensor:
         fake_logits, fake_classes = discriminate(d_input(fake, step), y_fake)
@@ -312,8 +324,7 @@ def train(
             loss = loss + cfg.acgan_weight * losses.classification_loss(fake_classes, y_fake)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(G.parameters(), cfg.grad_clip)
+        measure_grads(G, "g")
         opt_g.step()
         return loss.detach()
 
@@ -367,7 +378,8 @@ def train(
             progress(
                 Progress(
                     step, cfg.max_steps, rate, d, g, d_real.item(), d_fake.item(),
-                    checkpoint_step, dict(monitor.metrics), monitor.metrics_step,
+                    grad_norms["d"].item(), grad_norms["g"].item(), checkpoint_step,
+                    dict(monitor.metrics), monitor.metrics_step,
                     dict(monitor.best) if monitor.best is not None else None, monitor.best_step,
                     tuple(monitor.warnings),
                 )

@@ -5,7 +5,8 @@ from typing import Any
 
 from worker import store
 
-LOSSES: dict[str, Any] = {"images_per_sec": 500.0, "g_loss": 0.7, "d_real": 1.5, "d_fake": -1.5}
+LOSSES: dict[str, Any] = {"images_per_sec": 500.0, "g_loss": 0.7, "d_real": 1.5, "d_fake": -1.5,
+                         "d_grad_norm": 4.0, "g_grad_norm": 0.5}  # fmt: skip
 COLLAPSE = {"code": "mode_collapse", "step": 150, "message": "diversity fell to 0.2: try …"}
 
 
