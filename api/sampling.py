@@ -1,27 +1,51 @@
-"""Generating images for the samples endpoint. Imports torch: routes import this lazily, so the
-API starts and enqueues jobs without loading torch."""
+"""Finding a job's checkpoints on disk and loading their generators, for the samples,
+interpolation and checkpoints endpoints. Imports torch: routes import this lazily, so the API
+starts and enqueues jobs without loading torch.
+
+Training writes and prunes checkpoints while the API reads them: a file can vanish (pruned) or be
+replaced (best.pt, atomically) between finding it and reading it. Every read checks that it read
+the file that was found (same size and mtime), else raises CheckpointChanged, and
+``retry_on_change`` finds the checkpoint again.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO, Literal, TypeVar
 
 import numpy as np
+import torch
 
 from gan.checkpoint import (
+    BEST_NAME,
     CheckpointError,
     best_checkpoint,
     latest_checkpoint,
     list_checkpoints,
+    load_checkpoint,
 )
 from gan.models import Generator
-from gan.sample import generate, load_generator
+from gan.sample import LoadedGenerator, generate, generate_class_rows, read_generator
 
+T = TypeVar("T")
+Kind = Literal["latest", "best", "step"]
+
+ATTEMPTS = 3  # finding a checkpoint again after training pruned or replaced it
 _CACHE_SIZE = 8
-_cache: OrderedDict[tuple[str, int], tuple[Generator, int]] = OrderedDict()
+# Generators by (path, size, mtime_ns, ema); best.pt's step by (path, size, mtime_ns).
+_generators: OrderedDict[Hashable, LoadedGenerator] = OrderedDict()
+_best_steps: OrderedDict[Hashable, int] = OrderedDict()
 _lock = threading.Lock()
+
+# Bumped when the same checkpoint and parameters would give other bytes (a part of every ETag).
+SAMPLES_VERSION = 1
 
 
 class NoCheckpoint(LookupError):
@@ -32,81 +56,204 @@ class CheckpointNotFound(LookupError):
     """The checkpoint asked for is not on disk; the message lists those that are."""
 
 
+class CheckpointChanged(LookupError):
+    """Training pruned or replaced a checkpoint between finding and reading it."""
+
+
 @dataclass(frozen=True)
-class Samples:
-    samples: np.ndarray  # gan.sample.generate's: uint8 images, or float32 points
-    step: int  # of the checkpoint used
-    checkpoint: str  # how it was picked: "latest", "best" or "step"
+class Found:
+    """A checkpoint file as found on disk: how it was picked, its step, and its identity (path,
+    size, mtime), which changes whenever training replaces the file."""
+
+    path: Path
+    kind: Kind  # "latest", "best" (best.pt) or "step"
+    step: int
+    size: int
+    mtime_ns: int
+
+    @property
+    def identity(self) -> tuple[str, int, int]:
+        return str(self.path), self.size, self.mtime_ns
 
 
-def _generator(path: Path) -> tuple[Generator, int]:
-    """(generator, step) for a checkpoint file, from a small LRU cache keyed by path and mtime."""
-    key = (str(path), path.stat().st_mtime_ns)
-    with _lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    G, _, step = load_generator(path)
-    with _lock:
-        _cache[key] = (G, step)
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return G, step
+def retry_on_change(action: Callable[[], T]) -> T:
+    """``action()``, again (``ATTEMPTS`` times in all) while it raises CheckpointChanged."""
+    for attempt in range(ATTEMPTS):
+        try:
+            return action()
+        except CheckpointChanged:
+            if attempt == ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
-def _pick(checkpoint_dir: Path, checkpoint: str | None) -> tuple[Path, str]:
-    """(path, "latest" | "best" | "step") of the checkpoint ``checkpoint`` names: "latest",
-    "best", a step number, or None for best when the run keeps one, else latest."""
+def find(checkpoint_dir: Path, checkpoint: str | None) -> Found:
+    """The checkpoint ``checkpoint`` names: "latest", "best", a step number, or None for best
+    when the run keeps one, else latest. A step that training pruned but kept as best.pt is
+    found there.
+
+    NoCheckpoint when the job has none yet, CheckpointNotFound when the named one is not on disk.
+    """
+    return retry_on_change(lambda: _find(checkpoint_dir, checkpoint))
+
+
+def _find(checkpoint_dir: Path, checkpoint: str | None) -> Found:
     best = best_checkpoint(checkpoint_dir)
     if checkpoint is None and best is not None:
-        return best, "best"
+        return _stat(best, "best")
     if checkpoint in (None, "latest"):
         latest = latest_checkpoint(checkpoint_dir)
         if latest is None:
             raise NoCheckpoint(checkpoint_dir)
-        return latest, "latest"
+        return _stat(latest, "latest")
     if checkpoint == "best":
         if best is None:
             raise CheckpointNotFound(
                 "no best checkpoint (one is kept from the first evaluation on, when eval_every "
-                f"> 0 and the dataset has a quality metric); {_on_disk(checkpoint_dir)}"
+                f"> 0 and the dataset has a quality metric); {on_disk(checkpoint_dir)}"
             )
-        return best, "best"
+        return _stat(best, "best")
     assert checkpoint is not None and checkpoint.isdigit(), checkpoint
     step = int(checkpoint)
     for found, path in list_checkpoints(checkpoint_dir):
         if found == step:
-            return path, "step"
-    if best is not None and _generator(best)[1] == step:  # pruned, but kept as the best
-        return best, "step"
-    raise CheckpointNotFound(f"no checkpoint at step {step}; {_on_disk(checkpoint_dir)}")
+            return _stat(path, "step")
+    if best is not None and (kept := _stat(best, "step")).step == step:  # pruned, kept as best
+        return kept
+    raise CheckpointNotFound(f"no checkpoint at step {step}; {on_disk(checkpoint_dir)}")
 
 
-def _on_disk(checkpoint_dir: Path) -> str:
+def listing(checkpoint_dir: Path) -> list[Found]:
+    """Every checkpoint on disk: the step files (kind "step"), oldest first, with best.pt (kind
+    "best") after the step file of its step. Files pruned while listing are left out."""
+    found = []
+    for _, path in list_checkpoints(checkpoint_dir):
+        try:
+            found.append(_stat(path, "step"))
+        except CheckpointChanged:
+            continue
+    best = best_checkpoint(checkpoint_dir)
+    if best is not None:
+        found.append(retry_on_change(lambda: _stat(best, "best")))
+    return sorted(found, key=lambda f: (f.step, f.kind == "best"))
+
+
+def on_disk(checkpoint_dir: Path) -> str:
     """The checkpoints that can be asked for, for a person."""
     steps = [str(step) for step, _ in list_checkpoints(checkpoint_dir)]
     kept = [f"steps {', '.join(steps)}" if steps else "no step checkpoints"]
     best = best_checkpoint(checkpoint_dir)
     if best is not None:
-        kept.append(f"best (step {_generator(best)[1]})")
+        kept.append(f"best (step {retry_on_change(lambda: _stat(best, 'best')).step})")
     return f"on disk: {' and '.join(kept)}"
 
 
-def sample(checkpoint_dir: Path, checkpoint: str | None, n: int, seed: int) -> Samples:
-    """``n`` samples from the generator (its EMA when the run kept one) of the checkpoint that
-    ``checkpoint`` names ("latest", "best", a step; None: best if kept, else latest).
+def load(found: Found, ema: bool) -> LoadedGenerator:
+    """The generator of the checkpoint ``found`` (its EMA when ``ema`` and the run kept one),
+    from a small LRU cache keyed by the file's path, size and mtime and ``ema``.
 
-    NoCheckpoint when the job has none yet, CheckpointNotFound when the named one is not on disk.
+    CheckpointChanged when the file is no longer the one found.
     """
-    attempts = 3
-    for attempt in range(attempts):
-        path, kind = _pick(checkpoint_dir, checkpoint)
+    key = (*found.identity, ema)
+    cached = _cached(_generators, key)
+    if cached is not None:
+        return cached
+    loaded = _read(found.path, found.identity[1:], lambda path: read_generator(path, ema=ema))
+    return _store(_generators, key, loaded)
+
+
+def draw(
+    G: Generator, n: int, seed: int, label: int | str | None, truncation: float | None, nrow: int
+) -> np.ndarray:
+    """The samples of GET /jobs/{id}/samples: ``n`` of classes 0, 1, … in turn (label None, or
+    an unconditional G), ``n`` of class ``label``, or with label "rows" ``nrow`` per class, class
+    k in row k."""
+    if label == "rows":
+        return generate_class_rows(G, nrow, seed, truncation)
+    labels = None if label is None else torch.full((n,), int(label))
+    return generate(G, n, seed, labels, truncation)
+
+
+def open_file(found: Found) -> BinaryIO:
+    """The checkpoint file ``found``, open for reading: its bytes stay readable even when training
+    prunes it afterwards. CheckpointChanged when the file is no longer the one found."""
+    try:
+        file = found.path.open("rb")
+    except FileNotFoundError as e:
+        raise CheckpointChanged(found.path) from e
+    stat = os.fstat(file.fileno())
+    if (stat.st_size, stat.st_mtime_ns) != (found.size, found.mtime_ns):
+        file.close()
+        raise CheckpointChanged(found.path)
+    return file
+
+
+def etag(found: Found, **parameters: Any) -> str:
+    """A strong ETag of a response made from the checkpoint ``found`` with ``parameters``
+    (JSON values): a hash of both, of SAMPLES_VERSION and of the torch version."""
+    key = {
+        "checkpoint": [*found.identity, found.kind, found.step],
+        "parameters": parameters,
+        "version": [SAMPLES_VERSION, torch.__version__],
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return f'"{digest[:32]}"'
+
+
+def _stat(path: Path, kind: Kind) -> Found:
+    """``path`` found as ``kind``, with its step: from the name of a step file, from the file
+    itself for best.pt. CheckpointChanged when it is gone."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError as e:
+        raise CheckpointChanged(path) from e
+    identity = (str(path), stat.st_size, stat.st_mtime_ns)
+    if path.name != BEST_NAME:
+        step = int(path.stem.removeprefix("step-"))
+    elif (cached := _cached(_best_steps, identity)) is not None:
+        step = cached
+    else:
+        read = _read(path, identity[1:], lambda p: int(load_checkpoint(p)["step"]))
+        step = _store(_best_steps, identity, read)
+    return Found(path, kind, step, stat.st_size, stat.st_mtime_ns)
+
+
+def _read(path: Path, size_mtime: tuple[int, int], read: Callable[[Path], T]) -> T:
+    """``read(path)``, checked to have read the file of that size and mtime: CheckpointChanged
+    when training pruned or replaced it before or while it was read. A file that is still the
+    same but unreadable raises CheckpointError."""
+
+    def same() -> bool:
         try:
-            G, step = _generator(path)
-        except (FileNotFoundError, CheckpointError):
-            # Training prunes old step files: this one went between finding and reading it.
-            if path.exists() or attempt == attempts - 1:
-                raise
-            continue
-        return Samples(generate(G, n, seed), step, kind)
-    raise AssertionError("unreachable")
+            stat = path.stat()
+        except FileNotFoundError:
+            return False
+        return (stat.st_size, stat.st_mtime_ns) == size_mtime
+
+    if not same():
+        raise CheckpointChanged(path)
+    try:
+        value = read(path)
+    except (FileNotFoundError, CheckpointError):
+        if same():
+            raise
+        raise CheckpointChanged(path) from None
+    if not same():
+        raise CheckpointChanged(path)
+    return value
+
+
+def _cached(cache: OrderedDict[Hashable, T], key: Hashable) -> T | None:
+    with _lock:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    return None
+
+
+def _store(cache: OrderedDict[Hashable, T], key: Hashable, value: T) -> T:
+    with _lock:
+        cache[key] = value
+        while len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
+    return value

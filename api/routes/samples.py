@@ -1,39 +1,221 @@
-"""/jobs/{id}/samples: generated images from one of a job's checkpoints."""
+"""/jobs/{id}/samples and /jobs/{id}/interpolation: generated images from one of a job's
+checkpoints, with ETags (the same checkpoint file and parameters give the same bytes)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
-from pydantic import AfterValidator
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from pydantic import AfterValidator, BeforeValidator, Field
 
-from api.deps import SessionDep, SettingsDep
-from api.routes.jobs import get_job_or_404
+from api.deps import JobDep, SettingsDep
+from worker import store
+from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from gan.sample import LoadedGenerator
 
 router = APIRouter(prefix="/jobs", tags=["samples"])
 
 NPY_MEDIA_TYPE = "application/octet-stream"
 CHECKPOINT_PATTERN = r"^(latest|best|[0-9]+)$"
+MAX_SAMPLES = 1024  # per response
 
 
-def _checkpoint_name(value: str | None) -> str | None:
+def checkpoint_name(value: str | None) -> str | None:
     """``value`` if it names a checkpoint: "latest", "best" or a step (ASCII digits)."""
     if value is None or value in ("latest", "best") or (value.isascii() and value.isdigit()):
         return value
     raise ValueError('checkpoint must be "latest", "best" or a non-negative integer step')
 
 
+def _label(value: Any) -> Any:
+    """A class number (ASCII digits) as an int, or "rows"; anything else is refused."""
+    if value is None or value == "rows" or isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
+        return int(value)
+    raise ValueError('label must be a class number (0, 1, …) or "rows"')
+
+
+CHECKPOINT_DESCRIPTION = (
+    'Which checkpoint: "latest", "best" (that of the best evaluation), or a step number '
+    "(GET /jobs/{id}/checkpoints lists them; a run keeps its newest keep_checkpoints steps). "
+    "Default: best when the run keeps one, else latest."
+)
 CheckpointQuery = Annotated[
     str | None,
     Query(
         max_length=20,
-        description='Which checkpoint: "latest", "best" (that of the best evaluation), or a '
-        "step number (GET /jobs/{id} shows checkpoint_step and best_metrics.step; a run keeps "
-        "its newest keep_checkpoints steps). Default: best when the run keeps one, else latest.",
+        description=CHECKPOINT_DESCRIPTION,
         json_schema_extra={"pattern": CHECKPOINT_PATTERN, "examples": ["best", "latest", "3000"]},
     ),
-    AfterValidator(_checkpoint_name),
+    AfterValidator(checkpoint_name),
 ]
+SeedQuery = Annotated[int, Query(ge=0, le=2**31 - 1, description="Noise seed.")]
+FormatQuery = Annotated[
+    Literal["png", "npy"],
+    Query(description="png: a picture; npy: the raw samples as a NumPy array."),
+]
+EmaQuery = Annotated[
+    bool,
+    Query(
+        description="Sample from the exponential moving average (EMA) of the generator's "
+        "weights when the run kept one (ema_decay > 0; the X-Generator header says which were "
+        "used); false: the raw generator."
+    ),
+]
+TruncationQuery = Annotated[
+    float | None,
+    Query(
+        gt=0,
+        le=4,
+        allow_inf_nan=False,
+        description="The truncation trick: latent entries with |z| > truncation are redrawn "
+        "(deterministically from the seed) from the normal restricted to [−truncation, "
+        "truncation], trading diversity for fidelity (smaller: more typical, less varied). "
+        "Default: none.",
+    ),
+]
+IfNoneMatchHeader = Annotated[
+    str | None,
+    Header(
+        description="ETags of responses the client has: a 304 without a body when one "
+        "matches (the same checkpoint file and parameters give the same bytes)."
+    ),
+]
+
+COMMON_HEADERS = {
+    "X-Checkpoint-Step": {
+        "description": "Step of the checkpoint used.",
+        "schema": {"type": "integer"},
+    },
+    "X-Checkpoint": {
+        "description": "How it was picked: latest, best or step.",
+        "schema": {"type": "string", "enum": ["latest", "best", "step"]},
+    },
+    "X-Generator": {
+        "description": "Which weights drew the samples: ema (the generator's moving average) "
+        "or raw (ema=false, or the run kept no EMA).",
+        "schema": {"type": "string", "enum": ["ema", "raw"]},
+    },
+    "ETag": {
+        "description": "Strong validator: a hash of the checkpoint file (path, size, mtime) and "
+        "every parameter. Send it back in If-None-Match to get a 304 when nothing changed.",
+        "schema": {"type": "string"},
+    },
+    "Cache-Control": {
+        "description": "no-cache: revalidate (latest and best move as training goes on).",
+        "schema": {"type": "string"},
+    },
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified: If-None-Match has this response's ETag; no body."},
+    404: {
+        "description": "No such job, or no such checkpoint on disk (the message lists "
+        "those that are)."
+    },
+    409: {"description": "The job has no checkpoint yet."},
+    422: {"description": "A parameter is out of range, or does not fit the job's model (label)."},
+    503: {"description": "Training replaced the checkpoint while it was read, again and again."},
+}
+
+
+@contextmanager
+def checkpoint_errors(job: store.Job) -> Iterator[None]:
+    """``api.sampling``'s lookup errors as HTTP errors: 409 (no checkpoint yet), 404 (not on
+    disk) and 503 (changed while read, every attempt)."""
+    from api import sampling
+
+    try:
+        yield
+    except sampling.NoCheckpoint:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"job {job.id} has no checkpoint yet (state {job.state}); "
+            f"the first is written at step {job.config['checkpoint_every']}",
+        ) from None
+    except sampling.CheckpointNotFound as e:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job.id} has {e}") from None
+    except sampling.CheckpointChanged:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"job {job.id}'s checkpoint changed while it was read (training is writing "
+            "checkpoints); try again",
+            headers={"Retry-After": "1"},
+        ) from None
+
+
+def not_modified(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header matches ``etag`` (weak comparison, as for GET)."""
+    if if_none_match is None:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+def _query_error(name: str, message: str) -> HTTPException:
+    """A 422 naming the query parameter ``name``, shaped like FastAPI's own."""
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        [{"loc": ["query", name], "msg": message, "type": "value_error"}],
+    )
+
+
+def check_label(job: store.Job, num_classes: int, label: int | str | None) -> None:
+    """422 naming ``label`` unless it fits the job's generator with ``num_classes`` classes."""
+    if label is None:
+        return
+    if not num_classes:
+        raise _query_error(
+            "label",
+            f"job {job.id}'s model is not conditional (conditional: "
+            f"{job.config.get('conditional', 'none')}): it draws no classes; leave label out",
+        )
+    if label != "rows" and not (isinstance(label, int) and label < num_classes):
+        raise _query_error(
+            "label", f'label must be a class from 0 to {num_classes - 1}, or "rows", not {label}'
+        )
+
+
+Render = Callable[["LoadedGenerator"], tuple[bytes, str, str]]  # → (body, media type, filename)
+
+
+def respond(
+    job: store.Job,
+    settings: Settings,
+    checkpoint: str | None,
+    ema: bool,
+    if_none_match: str | None,
+    parameters: dict[str, Any],
+    render: Render,
+) -> Response:
+    """The response ``render`` makes from the generator of the named checkpoint, with its ETag,
+    or a 304 when ``if_none_match`` has that ETag (without loading or generating anything)."""
+    from api import sampling
+
+    def attempt() -> Response:
+        found = sampling.find(settings.checkpoint_dir(job.id), checkpoint)
+        etag = sampling.etag(found, ema=ema, **parameters)
+        cache = {"ETag": etag, "Cache-Control": "no-cache"}
+        if not_modified(if_none_match, etag):
+            return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=cache)
+        loaded = sampling.load(found, ema)
+        body, media_type, filename = render(loaded)
+        headers = {
+            **cache,
+            "X-Checkpoint-Step": str(loaded.step),
+            "X-Checkpoint": found.kind,
+            "X-Generator": "ema" if loaded.ema else "raw",
+            "Content-Disposition": f'inline; filename="{filename}"',
+        }
+        return Response(body, media_type=media_type, headers=headers)
+
+    with checkpoint_errors(job):
+        return sampling.retry_on_change(attempt)
 
 
 @router.get(
@@ -45,61 +227,164 @@ CheckpointQuery = Annotated[
             "datasets), or the raw samples in NumPy .npy format (format=npy): uint8 (n, H, W) "
             "for 1-channel images, (n, C, H, W) for colour, float32 (n, 2) for points.",
             "content": {"image/png": {}, NPY_MEDIA_TYPE: {}},
-            "headers": {
-                "X-Checkpoint-Step": {
-                    "description": "Step of the checkpoint used.",
-                    "schema": {"type": "integer"},
-                },
-                "X-Checkpoint": {
-                    "description": "How it was picked: latest, best or step.",
-                    "schema": {"type": "string", "enum": ["latest", "best", "step"]},
-                },
-            },
+            "headers": COMMON_HEADERS,
         },
-        404: {
-            "description": "No such job, or no such checkpoint on disk (the message lists "
-            "those that are)."
-        },
-        409: {"description": "The job has no checkpoint yet."},
+        **ERROR_RESPONSES,
     },
 )
 def get_samples(
-    job_id: str,
-    session: SessionDep,
+    job: JobDep,
     settings: SettingsDep,
-    n: Annotated[int, Query(ge=1, le=1024, description="Number of images.")] = 64,
-    seed: Annotated[int, Query(ge=0, le=2**31 - 1, description="Noise seed.")] = 0,
-    format: Annotated[Literal["png", "npy"], Query(description="Response format.")] = "png",
+    n: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=MAX_SAMPLES,
+            description="Number of images (with label=rows: K·nrow, whatever n is).",
+        ),
+    ] = 64,
+    seed: SeedQuery = 0,
+    format: FormatQuery = "png",
     checkpoint: CheckpointQuery = None,
+    label: Annotated[
+        Annotated[int, Field(ge=0)] | Literal["rows"] | None,
+        BeforeValidator(_label),
+        Query(
+            description="Conditional models only (a 422 for others): a class number 0…K−1 "
+            'draws every sample of that class; "rows" draws one row per class, nrow samples '
+            "each (class k in row k, the same latent down each column), so K·nrow samples "
+            "and n only sets nrow's default. Default: classes 0, 1, …, K−1 in turn.",
+            json_schema_extra={"examples": [7, "rows"]},
+        ),
+    ] = None,
+    ema: EmaQuery = True,
+    truncation: TruncationQuery = None,
+    nrow: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_SAMPLES,
+            description="Images per row of the PNG grid. Default: ceil(sqrt(n)).",
+        ),
+    ] = None,
+    if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
     """Fresh samples from one of the job's checkpoints, while it trains and after: by default
     the best one (lowest fid, kl or mode_kl of the evaluations) when the run keeps one, else the
-    newest. From the generator's moving average (EMA) when the run kept one.
+    newest. From the generator's moving average (EMA) when the run kept one, unless ema=false.
 
-    Same job, checkpoint and seed → the same bytes. The PNG is a grid of ceil(sqrt(n)) images per
-    row (8x8 for n=64) with 2-pixel borders. A class-conditional generator draws classes
-    0, 1, …, K−1 in turn.
+    The same checkpoint file and parameters give the same bytes, and the same strong ETag:
+    If-None-Match with it answers 304. The PNG is a grid of nrow images per row (default
+    ceil(sqrt(n)): 8x8 for n=64) with 2-pixel borders. A class-conditional generator draws
+    classes 0, 1, …, K−1 in turn, one class (label=k), or one row per class (label=rows).
     """
-    job = get_job_or_404(session, job_id)
-    from api import sampling  # imports torch: only on the first sampling request
+    from api import sampling
     from gan.sample import npy_bytes, preview_png
 
-    try:
-        result = sampling.sample(settings.checkpoint_dir(job.id), checkpoint, n, seed)
-    except sampling.NoCheckpoint:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"job {job.id} has no checkpoint yet (state {job.state}); "
-            f"the first is written at step {job.config['checkpoint_every']}",
-        ) from None
-    except sampling.CheckpointNotFound as e:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job.id} has {e}") from None
-    step = result.step
-    headers = {
-        "X-Checkpoint-Step": str(step),
-        "X-Checkpoint": result.checkpoint,
-        "Content-Disposition": f'inline; filename="{job.id}-step{step}-seed{seed}.{format}"',
+    per_row = nrow or math.ceil(math.sqrt(n))
+    parameters = {
+        "endpoint": "samples",
+        "n": None if label == "rows" else n,
+        "seed": seed,
+        "format": format,
+        "label": label,
+        "truncation": truncation,
+        "nrow": per_row,
     }
-    if format == "npy":
-        return Response(npy_bytes(result.samples), media_type=NPY_MEDIA_TYPE, headers=headers)
-    return Response(preview_png(result.samples), media_type="image/png", headers=headers)
+
+    def render(loaded: LoadedGenerator) -> tuple[bytes, str, str]:
+        num_classes = loaded.generator.num_classes
+        check_label(job, num_classes, label)
+        if label == "rows" and num_classes * per_row > MAX_SAMPLES:
+            raise _query_error(
+                "nrow",
+                f"label=rows draws {num_classes} rows of nrow samples, at most {MAX_SAMPLES} "
+                f"in all: nrow must be at most {MAX_SAMPLES // num_classes}",
+            )
+        samples = sampling.draw(loaded.generator, n, seed, label, truncation, per_row)
+        filename = f"{job.id}-step{loaded.step}-seed{seed}.{format}"
+        if format == "npy":
+            return npy_bytes(samples), NPY_MEDIA_TYPE, filename
+        return preview_png(samples, per_row), "image/png", filename
+
+    return respond(job, settings, checkpoint, ema, if_none_match, parameters, render)
+
+
+@router.get(
+    "/{job_id}/interpolation",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "A PNG grid with one latent walk per row, steps images each "
+            "(format=png; a scatter plot of every point for 2D point datasets), or the raw "
+            "samples in NumPy .npy format (format=npy): (rows, steps, …), … as for samples.",
+            "content": {"image/png": {}, NPY_MEDIA_TYPE: {}},
+            "headers": COMMON_HEADERS,
+        },
+        **ERROR_RESPONSES,
+    },
+)
+def get_interpolation(
+    job: JobDep,
+    settings: SettingsDep,
+    seed_from: Annotated[
+        int, Query(ge=0, le=2**31 - 1, description="Noise seed of the first column.")
+    ] = 0,
+    seed_to: Annotated[
+        int, Query(ge=0, le=2**31 - 1, description="Noise seed of the last column.")
+    ] = 1,
+    steps: Annotated[
+        int, Query(ge=2, le=64, description="Images per walk, both ends included.")
+    ] = 10,
+    rows: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=32,
+            description="Walks, one per row: row r walks from seed seed_from + r to seed_to + r.",
+        ),
+    ] = 1,
+    format: FormatQuery = "png",
+    checkpoint: CheckpointQuery = None,
+    label: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=2**31 - 1,
+            description="Conditional models only (a 422 for others): the class of every walk. "
+            "Default: class r mod K in row r.",
+        ),
+    ] = None,
+    ema: EmaQuery = True,
+    truncation: TruncationQuery = None,
+    if_none_match: IfNoneMatchHeader = None,
+) -> Response:
+    """A latent walk: the samples along the spherical interpolation (slerp) of the noise from
+    seed seed_from to seed seed_to, one walk per row. The ends of row r are exactly the latents
+    of GET samples?n=1 with seed seed_from + r and seed_to + r (and label r mod K, or label).
+
+    Same ETag and 304 behaviour as samples.
+    """
+    from gan.sample import interpolate, npy_bytes, preview_png
+
+    parameters = {
+        "endpoint": "interpolation",
+        "seed_from": seed_from,
+        "seed_to": seed_to,
+        "steps": steps,
+        "rows": rows,
+        "format": format,
+        "label": label,
+        "truncation": truncation,
+    }
+
+    def render(loaded: LoadedGenerator) -> tuple[bytes, str, str]:
+        check_label(job, loaded.generator.num_classes, label)
+        walks = interpolate(loaded.generator, seed_from, seed_to, steps, rows, label, truncation)
+        filename = f"{job.id}-step{loaded.step}-walk{seed_from}-{seed_to}.{format}"
+        if format == "npy":
+            return npy_bytes(walks), NPY_MEDIA_TYPE, filename
+        flat = walks.reshape(rows * steps, *walks.shape[2:])
+        return preview_png(flat, steps), "image/png", filename
+
+    return respond(job, settings, checkpoint, ema, if_none_match, parameters, render)

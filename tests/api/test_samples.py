@@ -1,13 +1,19 @@
 import io
+import os
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
+from torch.testing import assert_close
 
 from gan.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from gan.config import from_dict
 from gan.data import load_dataset
+from gan.sample import decode, generate, latent, load_generator
 from gan.train import train
 from tests.conftest import first
+from tests.gan.test_sample import as_int
 
 
 def train_job_briefly(client, settings, steps: int = 3, **spec) -> str:
@@ -76,6 +82,10 @@ def test_colour_and_point_datasets_sample_as_pictures(client, settings):
     assert points.shape == (50, 2) and points.dtype == np.float32
     scatter = Image.open(io.BytesIO(client.get(f"/jobs/{ring}/samples?n=50").content))
     assert scatter.mode == "L" and np.asarray(scatter).max() == 255  # white dots drawn
+    for job_id, shape in ((stacked, (2, 3, 3, 28, 28)), (ring, (2, 3, 2))):
+        walks = client.get(f"/jobs/{job_id}/interpolation?rows=2&steps=3&format=npy").content
+        assert np.load(io.BytesIO(walks)).shape == shape
+        assert client.get(f"/jobs/{job_id}/interpolation?rows=2&steps=3").status_code == 200
 
 
 def job_with_a_best_checkpoint(client, settings) -> str:
@@ -137,3 +147,185 @@ def test_bad_checkpoint_values_are_422_naming_checkpoint(client, settings):
         assert error["loc"] == ["query", "checkpoint"], error
     message = client.get(f"/jobs/{job_id}/samples?checkpoint=newest").json()["detail"][0]["msg"]
     assert '"latest", "best" or a non-negative integer' in message
+
+
+def npy(response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    return np.load(io.BytesIO(response.content), allow_pickle=False)
+
+
+def query_errors(response) -> list[tuple[list, str]]:
+    """(loc, msg) of each error of a 422."""
+    assert response.status_code == 422, response.text
+    return [(error["loc"], error["msg"]) for error in response.json()["detail"]]
+
+
+def test_label_draws_classes_of_a_conditional_model(client, settings):
+    job_id = train_job_briefly(client, settings, preset="stable-conditional")
+    url = f"/jobs/{job_id}/samples?format=npy&seed=5"
+    G, _, _ = load_generator(checkpoint_path(settings.checkpoint_dir(job_id), 3))
+    sevens = npy(client.get(f"{url}&n=6&label=7"))
+    assert np.array_equal(sevens, generate(G, 6, 5, torch.full((6,), 7)))
+    default = npy(client.get(f"{url}&n=6"))  # classes 0, 1, …, 5
+    assert np.array_equal(default, generate(G, 6, 5)) and not np.array_equal(default, sevens)
+
+    rows = npy(client.get(f"{url}&label=rows&nrow=3&n=1000"))  # n is not the count
+    assert rows.shape == (30, 28, 28)
+    for k in range(10):  # row k is class k, the same latents down each column
+        one_class = npy(client.get(f"{url}&n=3&label={k}"))
+        assert_close(as_int(rows[3 * k : 3 * k + 3]), as_int(one_class), rtol=0, atol=1)
+    grid = Image.open(io.BytesIO(client.get(f"/jobs/{job_id}/samples?label=rows&nrow=3").content))
+    assert grid.size == (2 + 3 * 30, 2 + 10 * 30)  # 3 per row, 10 rows
+
+    for label in (10, 99):
+        [(loc, message)] = query_errors(client.get(f"{url}&label={label}"))
+        assert loc == ["query", "label"] and "from 0 to 9" in message
+    [(loc, message)] = query_errors(client.get(f"{url}&label=rows&nrow=103"))
+    assert loc == ["query", "nrow"] and "at most 102" in message
+    walk = npy(client.get(f"/jobs/{job_id}/interpolation?format=npy&steps=3&label=7"))
+    seven = npy(client.get(f"/jobs/{job_id}/samples?format=npy&n=1&seed=0&label=7"))
+    assert_close(as_int(walk[0, 0]), as_int(seven[0]), rtol=0, atol=1)
+    [(loc, _)] = query_errors(client.get(f"/jobs/{job_id}/interpolation?label=10"))
+    assert loc == ["query", "label"]
+
+
+def test_label_on_an_unconditional_model_is_422_naming_label(client, settings):
+    job_id = train_job_briefly(client, settings)
+    for path in ("samples?label=0", "samples?label=rows", "interpolation?label=0"):
+        [(loc, message)] = query_errors(client.get(f"/jobs/{job_id}/{path}"))
+        assert loc == ["query", "label"] and "not conditional" in message, message
+    for value in ("-1", "x", "1.5", "%C2%B2", "Rows", ""):
+        [(loc, _)] = query_errors(client.get(f"/jobs/{job_id}/samples?label={value}"))
+        assert loc == ["query", "label"], value
+
+
+def test_ema_picks_the_moving_average_or_the_raw_generator(client, settings):
+    stable = train_job_briefly(client, settings, preset="stable")
+    url = f"/jobs/{stable}/samples?n=16&format=npy"
+    ema, raw = client.get(url), client.get(f"{url}&ema=false")
+    assert (ema.headers["x-generator"], raw.headers["x-generator"]) == ("ema", "raw")
+    assert ema.content != raw.content and client.get(f"{url}&ema=true").content == ema.content
+    classic = train_job_briefly(client, settings)  # keeps no EMA: raw weights either way
+    both = [client.get(f"/jobs/{classic}/samples?n=16&format=npy&ema={flag}") for flag in (1, 0)]
+    assert [r.headers["x-generator"] for r in both] == ["raw", "raw"]
+    assert both[0].content == both[1].content
+
+
+def test_truncation_trades_variety_for_typical_samples(client, settings):
+    job_id = train_job_briefly(client, settings)
+    url = f"/jobs/{job_id}/samples?n=64&format=npy"
+    plain, truncated = npy(client.get(url)), npy(client.get(f"{url}&truncation=0.5"))
+    assert not np.array_equal(plain, truncated)
+    assert np.array_equal(truncated, npy(client.get(f"{url}&truncation=0.5")))
+    G, _, _ = load_generator(checkpoint_path(settings.checkpoint_dir(job_id), 3))
+    assert np.array_equal(truncated, decode(G, latent(64, G.latent_dim, 0, truncation=0.5)))
+    assert truncated.std(axis=0).mean() < plain.std(axis=0).mean()  # less varied
+    assert client.get(f"{url}&truncation=4").status_code == 200
+    for value in ("0", "-1", "4.5", "nan", "inf", "x"):
+        [(loc, _)] = query_errors(client.get(f"{url}&truncation={value}"))
+        assert loc == ["query", "truncation"], value
+
+
+def test_nrow_sets_the_grid_width(client, settings):
+    job_id = train_job_briefly(client, settings)
+    for nrow, size in (("", (122, 92)), ("6", (182, 62)), ("12", (362, 32)), ("1", (32, 362))):
+        response = client.get(f"/jobs/{job_id}/samples?n=12&nrow={nrow}".removesuffix("&nrow="))
+        assert Image.open(io.BytesIO(response.content)).size == size, nrow
+    for value in ("0", "1025"):
+        [(loc, _)] = query_errors(client.get(f"/jobs/{job_id}/samples?nrow={value}"))
+        assert loc == ["query", "nrow"]
+
+
+def test_etag_is_a_hash_of_the_checkpoint_file_and_parameters(client, settings):
+    job_id = job_with_a_best_checkpoint(client, settings)
+    url = f"/jobs/{job_id}/samples?n=16"
+    first_response = client.get(url)
+    etag = first_response.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"')  # strong
+    assert first_response.headers["cache-control"] == "no-cache"
+    assert client.get(url).headers["etag"] == etag
+    assert client.get(f"{url}&nrow=4&ema=true&format=png").headers["etag"] == etag  # defaults
+    changes = ("seed=1", "format=npy", "ema=false", "truncation=1", "nrow=8", "n=15",
+               "checkpoint=latest", "checkpoint=2", "checkpoint=4")  # fmt: skip
+    etags = {client.get(f"{url}&{change}").headers["etag"] for change in changes}
+    assert len(etags) == len(changes) and etag not in etags
+    assert client.get(f"{url}&checkpoint=best").headers["etag"] == etag  # the default's file
+    walk = client.get(f"/jobs/{job_id}/interpolation").headers["etag"]
+    assert walk == client.get(f"/jobs/{job_id}/interpolation").headers["etag"]
+    assert walk != client.get(f"/jobs/{job_id}/interpolation?steps=9").headers["etag"]
+
+
+def fail_if_called(*args, **kwargs):
+    raise AssertionError("generated samples for a 304")
+
+
+@pytest.mark.parametrize("path", ["samples?n=16&seed=3", "interpolation?rows=2&format=npy"])
+def test_if_none_match_is_304_without_generating(client, settings, monkeypatch, path):
+    job_id = train_job_briefly(client, settings)
+    url = f"/jobs/{job_id}/{path}"
+    etag = client.get(url).headers["etag"]
+    assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+    with monkeypatch.context() as patch:
+        patch.setattr("gan.sample.decode", fail_if_called)
+        for header in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+            response = client.get(url, headers={"If-None-Match": header})
+            assert response.status_code == 304 and response.content == b"", header
+            assert response.headers["etag"] == etag
+            assert response.headers["cache-control"] == "no-cache"
+    # Training rewrote the checkpoint (a new mtime): a new ETag, and the new bytes.
+    path_on_disk = checkpoint_path(settings.checkpoint_dir(job_id), 3)
+    stat = path_on_disk.stat()
+    os.utime(path_on_disk, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    response = client.get(url, headers={"If-None-Match": etag})
+    assert response.status_code == 200 and response.headers["etag"] != etag
+
+
+def test_interpolation_walks_from_seed_from_to_seed_to(client, settings):
+    job_id = train_job_briefly(client, settings)
+    url = f"/jobs/{job_id}/interpolation?seed_from=3&seed_to=8&steps=5&rows=2"
+    response = client.get(f"{url}&format=npy")
+    walks = npy(response)
+    assert walks.shape == (2, 5, 28, 28) and walks.dtype == np.uint8
+    assert response.headers["x-checkpoint-step"] == "3" and response.headers["x-generator"] == "raw"
+    for r in range(2):  # the ends are the one-sample draws of the seeds
+        for column, seed in ((0, 3 + r), (-1, 8 + r)):
+            one = npy(client.get(f"/jobs/{job_id}/samples?n=1&format=npy&seed={seed}"))[0]
+            assert_close(as_int(walks[r, column]), as_int(one), rtol=0, atol=1)
+    assert not np.array_equal(walks[0, 0], walks[0, 1])
+    png = client.get(url)
+    assert png.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(png.content)).size == (2 + 5 * 30, 2 + 2 * 30)
+    truncated = npy(client.get(f"{url}&format=npy&truncation=0.5"))
+    assert not np.array_equal(truncated, walks)
+    for query, field in (
+        ("steps=1", "steps"),
+        ("steps=65", "steps"),
+        ("rows=0", "rows"),
+        ("rows=33", "rows"),
+        ("seed_from=-1", "seed_from"),
+        ("seed_to=x", "seed_to"),
+        ("truncation=0", "truncation"),
+        ("format=gif", "format"),
+        ("checkpoint=newest", "checkpoint"),
+    ):
+        response = client.get(f"/jobs/{job_id}/interpolation?{query}")
+        assert ["query", field] in [loc for loc, _ in query_errors(response)], query
+    empty = client.post("/jobs", json={"max_steps": 10}).json()["id"]
+    assert client.get(f"/jobs/{empty}/interpolation").status_code == 409
+
+
+def test_openapi_documents_the_sampling_parameters_and_headers(client):
+    spec = client.get("/openapi.json").json()
+    for path, names in (
+        ("samples", {"n", "seed", "format", "checkpoint", "label", "ema", "truncation", "nrow"}),
+        ("interpolation", {"seed_from", "seed_to", "steps", "rows", "format", "checkpoint",
+                           "label", "ema", "truncation"}),
+    ):  # fmt: skip
+        operation = spec["paths"][f"/jobs/{{job_id}}/{path}"]["get"]
+        parameters = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
+        assert set(parameters) == names
+        assert all(parameters[name]["description"] for name in names)
+        ok = operation["responses"]["200"]
+        assert {"image/png", "application/octet-stream"} <= set(ok["content"])
+        assert {"ETag", "Cache-Control", "X-Generator", "X-Checkpoint"} <= set(ok["headers"])
+        assert "304" in operation["responses"]
