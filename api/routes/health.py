@@ -1,12 +1,79 @@
-"""/livez: the process is up (no dependencies checked)."""
+"""/livez: the process is up (no dependencies checked). /readyz: it can reach its job store and
+its broker, so it can take requests."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from functools import partial
+from typing import Literal
+
+from fastapi import APIRouter, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from api.deps import SettingsDep
+from api.readiness import OK, check_broker, check_database, run_checks
 
 router = APIRouter(tags=["health"])
 
+CHECK_DESCRIPTION = '"ok", or why the check failed (the error\'s type and message).'
 
-@router.get("/livez")
-def livez() -> dict[str, str]:
-    return {"status": "ok"}
+
+class LiveOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyChecks(BaseModel):
+    database: str = Field(description=f"The job store: SELECT 1. {CHECK_DESCRIPTION}")
+    broker: str = Field(
+        description="The Celery broker: a connection (a file written in its folder for the "
+        f"filesystem broker). {CHECK_DESCRIPTION}"
+    )
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ok", "unavailable"] = Field(description='"ok" when every check passed.')
+    checks: ReadyChecks
+
+
+@router.get("/livez", response_model=LiveOut)
+def livez() -> LiveOut:
+    """The API process is up. Checks nothing else: for a liveness probe."""
+    return LiveOut()
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={
+        503: {
+            "model": ReadyOut,
+            "description": "A check failed; `checks` names it and says why.",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "unavailable",
+                        "checks": {
+                            "database": "ok",
+                            "broker": "OperationalError: Error 111 connecting to "
+                            "127.0.0.1:6379. Connection refused.",
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+def readyz(settings: SettingsDep) -> ReadyOut | JSONResponse:
+    """The API can serve requests: its job store answers `SELECT 1` and its broker accepts a
+    connection, each within 2 seconds (both run at once). For a readiness probe: it never takes
+    much longer than that."""
+    results = run_checks(
+        {"database": partial(check_database, settings), "broker": partial(check_broker, settings)}
+    )
+    ready = ReadyOut(
+        status="ok" if all(r == OK for r in results.values()) else "unavailable",
+        checks=ReadyChecks(**results),
+    )
+    if ready.status == "ok":
+        return ready
+    return JSONResponse(ready.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
