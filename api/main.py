@@ -6,26 +6,49 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from api.errors import validation_error_handler
+from api.logcontext import JobLogContext
 from api.middleware import BodySizeLimit, CurlJSONBodies
-from api.routes import datasets, health, jobs, metrics, presets, samples
+from api.prometheus import ApiMetrics, ObserveSamplingLatency
+from api.routes import (
+    checkpoints,
+    datasets,
+    events,
+    health,
+    jobs,
+    metrics,
+    presets,
+    prometheus,
+    samples,
+)
 
 DESCRIPTION = """
-Train a GAN without babysitting it: POST a job spec to `/jobs`, follow `GET /jobs/{id}`, and GET
-freshly generated images from `/jobs/{id}/samples`.
+Train a GAN without babysitting it: POST a job spec to `/jobs`, follow `GET /jobs/{id}` (or its
+Server-Sent Events at `/jobs/{id}/events`), and GET freshly generated images from
+`/jobs/{id}/samples`. Cancel, resume and delete jobs; list and download their checkpoints.
+
+When the service has API keys, send yours as `Authorization: Bearer <key>` or `X-API-Key: <key>`;
+each job belongs to the key that created it.
 """
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="GAN training service", version="0.1.0", description=DESCRIPTION)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.state.metrics = ApiMetrics()  # this app's own Prometheus registry
+    # Innermost first: the latency observer sees the scope the router fills in.
+    app.add_middleware(ObserveSamplingLatency, histogram=app.state.metrics.sampling_latency)
     app.add_middleware(CurlJSONBodies)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(JobLogContext)
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(samples.router)
+    app.include_router(checkpoints.router)
     app.include_router(metrics.router)
     app.include_router(presets.router)
     app.include_router(datasets.router)
     app.include_router(health.router)
+    app.include_router(prometheus.router)
     return app
 
 

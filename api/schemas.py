@@ -62,7 +62,12 @@ JobSpec = create_model(  # type: ignore[call-overload]
 )
 
 
-JobState = Literal["queued", "running", "succeeded", "failed"]
+JobState = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+JOB_STATES_DOC = (
+    "queued (waiting for a worker), running, cancelling (asked to stop; its worker checkpoints "
+    "and stops at its next progress report), succeeded, failed (error says why), cancelled. "
+    "Running jobs whose worker is lost return to queued and resume from their newest checkpoint."
+)
 
 
 class WarningOut(BaseModel):
@@ -77,12 +82,15 @@ class WarningOut(BaseModel):
 
 class JobOut(BaseModel):
     id: str
-    state: JobState
+    state: JobState = Field(description=JOB_STATES_DOC)
     preset: str
     config: dict[str, Any] = Field(description="The full resolved training config.")
     step: int = Field(description="Generator steps done.")
     total_steps: int = Field(description="The job's max_steps.")
     images_per_sec: float | None = Field(description="Training throughput at the latest report.")
+    eta_seconds: float | None = Field(
+        description="Seconds to total_steps at the latest throughput, while running."
+    )
     d_loss: float | None = Field(description="Discriminator loss at the latest report.")
     g_loss: float | None = Field(description="Generator loss at the latest report.")
     checkpoint_step: int | None = Field(description="Step of the newest checkpoint, if any.")
@@ -102,21 +110,46 @@ class JobOut(BaseModel):
         description="Every problem flagged so far, oldest first, with the step it started."
     )
     error: str | None = Field(description="Why the job failed, when it did.")
+    attempts: int = Field(description="Times a worker has started (or resumed) training it.")
+    worker: str | None = Field(description="The worker training it now (host/pid), if any.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
-    links: dict[str, str] = Field(description="URLs of this job, its samples and its metrics.")
+    links: dict[str, str] = Field(
+        description="URLs of this job and what goes with it: self, events (Server-Sent Events), "
+        "metrics, checkpoints, samples, interpolation, cancel, resume."
+    )
 
 
 class JobList(BaseModel):
     jobs: list[JobOut] = Field(description="Newest first.")
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null on the last page."
+    )
+    links: dict[str, str] = Field(description='"next": the next page\'s URL, when there is one.')
+
+
+class ResumeIn(BaseModel):
+    """What to change when resuming; an empty body (or none) changes nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: Annotated[int, Strict()] | None = Field(
+        None,
+        ge=BOUNDS["max_steps"][0],
+        le=BOUNDS["max_steps"][1],
+        description="A new total of steps: more than the steps done (needed to train a "
+        "succeeded job further).",
+    )
 
 
 class MetricPointOut(BaseModel):
     """One progress report: its step and values, d_loss, g_loss, d_real, d_fake (mean D logits
-    on real and fake) and images_per_sec, and the evaluation's metrics (fid, diversity, …)
-    at the steps where one was made. null: not finite."""
+    on real and fake: D(x) and D(G(z)) before the sigmoid), d_grad_norm and g_grad_norm (L2
+    norms of the latest D and G gradients, before clipping) and images_per_sec, and the
+    evaluation's metrics (fid, diversity, …) at the steps where one was made. null: not
+    finite."""
 
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, float | None] = Field(init=False)
@@ -141,3 +174,31 @@ class PresetOut(BaseModel):
 
 class PresetList(BaseModel):
     presets: list[PresetOut]
+
+
+class CheckpointOut(BaseModel):
+    """A checkpoint file of a job."""
+
+    name: str = Field(
+        description="What GET /jobs/{id}/checkpoints/{name} and the samples' checkpoint take: "
+        'the step number of a step file, or "best" for best.pt.'
+    )
+    step: int = Field(description="Generator steps done when it was written.")
+    created_at: datetime = Field(description="When the file was written (its mtime), UTC.")
+    size_bytes: int
+    best: bool = Field(
+        description="Whether it holds the best evaluation's weights: best.pt itself, or the "
+        "step file of best.pt's step."
+    )
+    metrics: dict[str, float | None] | None = Field(
+        description="The quality evaluation made at this step (fid, diversity, …; null: not "
+        "finite), from the job's metric time series; null when none was made at this step."
+    )
+    download: str = Field(description="URL of the file.")
+
+
+class CheckpointList(BaseModel):
+    job_id: str
+    checkpoints: list[CheckpointOut] = Field(
+        description="Oldest first (by step), best.pt after the step file of its step."
+    )

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile, status
 from pydantic import BaseModel, BeforeValidator, Field
 
-from api.deps import SettingsDep
+from api.deps import OwnerDep, SettingsDep
 from gan.config import UPLOAD_ID
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,18 @@ def dataset_out(dataset_id: str, meta: DatasetMeta, request: Request) -> Dataset
     return DatasetOut(**meta.model_dump(), id=dataset_id, links={"self": self_url})
 
 
-def read_meta(folder: Path) -> DatasetMeta | None:
-    """An uploaded dataset's meta.json, or None where there is none (or it is unreadable)."""
+OWNER_FILE = "owner"  # beside meta.json: the API key the dataset belongs to ("" for none)
+
+
+def read_meta(folder: Path, owner: str) -> DatasetMeta | None:
+    """An uploaded dataset's meta.json, or None where there is none (or it is unreadable, or
+    it belongs to another owner than ``owner``: other keys' datasets are not there for it)."""
     try:
         text = (folder / "meta.json").read_text()
+        owned_by = (folder / OWNER_FILE).read_text() if (folder / OWNER_FILE).exists() else ""
     except OSError:
+        return None
+    if owned_by != owner:
         return None
     try:
         return DatasetMeta.model_validate_json(text)
@@ -88,6 +95,7 @@ def upload_dataset(
     request: Request,
     response: Response,
     settings: SettingsDep,
+    owner: OwnerDep,
     name: Annotated[
         str | None, Form(min_length=1, max_length=100, description="Defaults to the file name.")
     ] = None,
@@ -120,6 +128,7 @@ def upload_dataset(
         raise file_error(status.HTTP_413_CONTENT_TOO_LARGE, str(e)) from e
     except UploadError as e:
         raise file_error(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from e
+    (settings.datasets_dir / dataset_id / OWNER_FILE).write_text(owner)
     log.info("dataset %s: %d images in %d classes", dataset_id, meta["num_images"],
              meta["num_classes"])  # fmt: skip
     response.headers["Location"] = str(request.url_for("get_dataset", dataset_id=dataset_id))
@@ -127,12 +136,12 @@ def upload_dataset(
 
 
 @router.get("", response_model=DatasetList)
-def list_datasets(request: Request, settings: SettingsDep) -> DatasetList:
-    """Uploaded datasets, newest first."""
+def list_datasets(request: Request, settings: SettingsDep, owner: OwnerDep) -> DatasetList:
+    """Your uploaded datasets, newest first."""
     found = []
     if settings.datasets_dir.is_dir():
         for folder in settings.datasets_dir.iterdir():
-            if UPLOAD_ID.fullmatch(folder.name) and (meta := read_meta(folder)) is not None:
+            if UPLOAD_ID.fullmatch(folder.name) and (meta := read_meta(folder, owner)) is not None:
                 found.append(dataset_out(folder.name, meta, request))
     return DatasetList(datasets=sorted(found, key=lambda d: d.created_at, reverse=True))
 
@@ -140,11 +149,12 @@ def list_datasets(request: Request, settings: SettingsDep) -> DatasetList:
 @router.get(
     "/{dataset_id}", response_model=DatasetOut, responses={404: {"description": "No such dataset."}}
 )
-def get_dataset(dataset_id: str, request: Request, settings: SettingsDep) -> DatasetOut:
+def get_dataset(
+    dataset_id: str, request: Request, settings: SettingsDep, owner: OwnerDep
+) -> DatasetOut:
     """An uploaded dataset's size, image shape and classes."""
-    meta = (
-        read_meta(settings.datasets_dir / dataset_id) if UPLOAD_ID.fullmatch(dataset_id) else None
-    )
+    folder = settings.datasets_dir / dataset_id
+    meta = read_meta(folder, owner) if UPLOAD_ID.fullmatch(dataset_id) else None
     if meta is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset with id {dataset_id!r}")
     return dataset_out(dataset_id, meta, request)

@@ -1,15 +1,30 @@
-"""/jobs: submit training jobs and follow them."""
+"""/jobs: submit training jobs, follow them, cancel, resume and delete them."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import json
 import logging
-from typing import Annotated
+import shutil
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response, status
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from api.deps import CeleryDep, SessionDep, SettingsDep
+from api.deps import (
+    CeleryDep,
+    JobDep,
+    OwnerDep,
+    RateLimitedOwnerDep,
+    SessionDep,
+    SettingsDep,
+)
 from api.routes.datasets import read_meta
-from api.schemas import JobList, JobOut, JobSpec, WarningOut
+from api.schemas import JobList, JobOut, JobSpec, JobState, ResumeIn, WarningOut
 from gan.config import DATASETS, ConfigError, check_data, resolve
 from worker import store
 from worker.celery_app import TRAIN_TASK
@@ -17,51 +32,106 @@ from worker.celery_app import TRAIN_TASK
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
+Responses = dict[int | str, dict[str, Any]]
+NOT_FOUND: Responses = {404: {"description": "No such job (or it belongs to another API key)."}}
+CONFLICT: Responses = {
+    409: {"description": "The job's state does not allow it; the message says why."}
+}
+UNQUEUED: Responses = {
+    503: {"description": "The queue is unreachable; the job is recorded as failed."}
+}
+
 
 def job_out(job: store.Job, request: Request) -> JobOut:
-    self_url = str(request.url_for("get_job", job_id=job.id))
-    latest = dict(job.metrics or {})
-    metrics_step = latest.pop("step", None)
+    def url(name: str) -> str:
+        return str(request.url_for(name, job_id=job.id))
+
+    snapshot = store.progress_snapshot(job)
     return JobOut(
         id=job.id,
         state=job.state,
         preset=job.preset,
         config=job.config,
-        step=job.step,
-        total_steps=job.total_steps,
-        images_per_sec=job.images_per_sec,
-        d_loss=job.d_loss,
-        g_loss=job.g_loss,
-        checkpoint_step=job.checkpoint_step,
-        metrics=latest,
-        metrics_step=metrics_step,
-        best_metrics=job.best_metrics,
-        warnings=[WarningOut(**w) for w in job.warnings or []],
+        **{k: v for k, v in snapshot.items() if k != "warnings"},
+        warnings=[WarningOut(**w) for w in snapshot["warnings"]],
         error=job.error,
+        attempts=job.attempts,
+        worker=job.lease_owner,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
         updated_at=job.updated_at,
         links={
-            "self": self_url,
-            "samples": str(request.url_for("get_samples", job_id=job.id)),
-            "metrics": str(request.url_for("get_metrics", job_id=job.id)),
+            "self": url("get_job"),
+            "events": url("job_events"),
+            "metrics": url("get_metrics"),
+            "checkpoints": url("list_checkpoints"),
+            "samples": url("get_samples"),
+            "interpolation": url("get_interpolation"),
+            "cancel": url("cancel_job"),
+            "resume": url("resume_job"),
         },
     )
 
 
-def get_job_or_404(session: SessionDep, job_id: str) -> store.Job:
-    job = store.get_job(session, job_id)
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job with id {job_id!r}")
-    return job
+def _request_hash(spec: Any) -> str:
+    """A hash of what the request asked for, to tell a retry from a different request."""
+    asked = {"preset": spec.preset, **spec.overrides()}
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+
+
+def _replay(job: store.Job, request_hash: str, request: Request, response: Response) -> JobOut:
+    """The job an earlier request with the same Idempotency-Key created."""
+    if job.request_hash != request_hash:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [{"loc": ["header", "Idempotency-Key"], "type": "value_error",
+              "msg": f"this Idempotency-Key was used for another job spec (job {job.id}); "
+                     "use a new key for a new job"}],
+        )  # fmt: skip
+    response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
+    return job_out(job, request)
+
+
+def _enqueue(job: store.Job, session: Session, celery: CeleryDep, queue: str) -> None:
+    """Send the job's task; when the broker is unreachable, record the job as failed (a
+    person can resume it) and answer 503."""
+    try:
+        celery.send_task(TRAIN_TASK, args=[job.id], queue=queue)
+    except Exception as e:  # kombu raises OperationalError and friends
+        log.exception("could not enqueue job %s", job.id)
+        store.mark_finished(job, error=f"could not be queued: {e}")
+        session.commit()
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"job {job.id} could not be queued (broker unreachable); it is recorded as failed "
+            f"and can be resumed with POST /jobs/{job.id}/resume",
+        ) from e
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Any unique string (a UUID, say) of printable ASCII: a retry with the same "
+        "key and spec returns the job the first request created instead of a second one.",
+    ),
+]
 
 
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
-    responses={503: {"description": "The queue is unreachable; the job is recorded as failed."}},
+    responses={
+        **UNQUEUED,
+        401: {"description": "An API key is needed, or the one sent is unknown."},
+        429: {"description": "Too many jobs a minute for this API key; see Retry-After."},
+    },
 )
 def create_job(
     spec: JobSpec,
@@ -70,12 +140,20 @@ def create_job(
     session: SessionDep,
     celery: CeleryDep,
     settings: SettingsDep,
+    owner: RateLimitedOwnerDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
-    """Queue a training job. Answers 202 with the job; follow ``links.self`` for its progress."""
+    """Queue a training job. Answers 202 with the job; follow ``links.self`` for its progress,
+    or ``links.events`` for a stream of it."""
+    request_hash = _request_hash(spec)
+    if idempotency_key is not None:
+        earlier = store.find_idempotent(session, owner, idempotency_key)
+        if earlier is not None:
+            return _replay(earlier, request_hash, request, response)
     try:
         config = resolve(spec.preset, **spec.overrides())
         if config.dataset not in DATASETS:  # an upload: it must exist and fit the config
-            meta = read_meta(settings.datasets_dir / config.dataset)
+            meta = read_meta(settings.datasets_dir / config.dataset, owner)
             if meta is None:
                 raise ConfigError("dataset", f"no uploaded dataset {config.dataset!r}")
             check_data(config, tuple(meta.shape), meta.num_classes)
@@ -84,34 +162,127 @@ def create_job(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             [{"loc": ["body", e.field], "msg": str(e), "type": "value_error"}],
         ) from e
-    job = store.create_job(session, spec.preset, config.to_dict())
-    session.commit()  # the job exists before its task can reach a worker
+    job = store.create_job(
+        session,
+        spec.preset,
+        config.to_dict(),
+        owner=owner,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
     try:
-        celery.send_task(TRAIN_TASK, args=[job.id], queue=settings.task_queue)
-    except Exception as e:  # kombu raises OperationalError and friends
-        log.exception("could not enqueue job %s", job.id)
-        store.mark_finished(job, error=f"could not be queued: {e}")
-        session.commit()
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"job {job.id} could not be queued (broker unreachable); it is recorded as failed",
-        ) from e
+        session.commit()  # the job exists before its task can reach a worker
+    except IntegrityError:  # a concurrent request with the same Idempotency-Key won
+        session.rollback()
+        assert idempotency_key is not None
+        earlier = store.find_idempotent(session, owner, idempotency_key)
+        assert earlier is not None
+        return _replay(earlier, request_hash, request, response)
+    _enqueue(job, session, celery, settings.task_queue)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
     return job_out(job, request)
+
+
+def _encode_cursor(job: store.Job) -> str:
+    text = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, job_id = text.split("|", 1)
+        return datetime.fromisoformat(created).astimezone(UTC), job_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [{"loc": ["query", "cursor"], "type": "value_error",
+              "msg": "not a cursor from this API: pass next_cursor of the previous page"}],
+        ) from None  # fmt: skip
 
 
 @router.get("", response_model=JobList)
 def list_jobs(
     request: Request,
     session: SessionDep,
+    owner: OwnerDep,
+    state: Annotated[
+        list[JobState] | None, Query(description="Only jobs in these states (repeat for more).")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Most jobs to return.")] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the previous page.")
+    ] = None,
 ) -> JobList:
-    """Jobs, newest first."""
-    return JobList(jobs=[job_out(job, request) for job in store.list_jobs(session, limit)])
+    """Your jobs, newest first, a page at a time."""
+    before = _decode_cursor(cursor) if cursor is not None else None
+    jobs = store.list_jobs(session, owner=owner, states=state or (), before=before, limit=limit + 1)
+    next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    links = {}
+    if next_cursor is not None:
+        links["next"] = str(request.url.include_query_params(cursor=next_cursor))
+    return JobList(
+        jobs=[job_out(job, request) for job in jobs[:limit]], next_cursor=next_cursor, links=links
+    )
 
 
-@router.get("/{job_id}", response_model=JobOut, responses={404: {"description": "No such job."}})
-def get_job(job_id: str, request: Request, session: SessionDep) -> JobOut:
-    """A job's state, progress, latest losses, latest and best quality metrics, warnings and
-    resolved config."""
-    return job_out(get_job_or_404(session, job_id), request)
+@router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
+def get_job(job: JobDep, request: Request) -> JobOut:
+    """A job's state, progress (step, images/s, ETA), latest losses, latest and best quality
+    metrics, warnings, timestamps, resolved config and links."""
+    return job_out(job, request)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, responses={**NOT_FOUND, **CONFLICT})
+def cancel_job(job: JobDep, request: Request, session: SessionDep) -> JobOut:
+    """Stop a job, keeping its checkpoints. A queued job is cancelled at once; a running one
+    becomes ``cancelling`` until its worker has checkpointed and stopped, at its next progress
+    report (every log_every steps), then ``cancelled``. 409 for a finished job."""
+    try:
+        store.cancel(job)
+    except store.StateError as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+    session.commit()
+    return job_out(job, request)
+
+
+@router.post(
+    "/{job_id}/resume",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses={**NOT_FOUND, **CONFLICT, **UNQUEUED},
+)
+def resume_job(
+    job: JobDep,
+    request: Request,
+    session: SessionDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+    _: RateLimitedOwnerDep,
+    body: Annotated[ResumeIn | None, Body()] = None,
+) -> JobOut:
+    """Queue a cancelled or failed job again; it goes on from its newest checkpoint (a failed
+    run that diverged rolls back to its last good one). With ``max_steps``, to a new total:
+    that also trains a succeeded job further. 409 while it is queued, running or cancelling."""
+    try:
+        store.resume(job, body.max_steps if body is not None else None)
+    except store.StateError as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+    except ValueError as e:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [{"loc": ["body", "max_steps"], "msg": str(e), "type": "value_error"}],
+        ) from None
+    session.commit()
+    _enqueue(job, session, celery, settings.task_queue)
+    return job_out(job, request)
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
+def delete_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> Response:
+    """Remove a job, its metrics, events and files. A running job's worker stops at its next
+    progress report and removes anything it wrote since."""
+    store.delete_job(session, job)
+    session.commit()
+    shutil.rmtree(settings.job_dir(job.id), ignore_errors=True)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -6,8 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import SessionDep
-from api.routes.jobs import get_job_or_404
+from api.deps import JobDep, SessionDep
 from api.schemas import MetricPointOut, MetricsOut
 from worker import store
 
@@ -18,7 +17,7 @@ router = APIRouter(prefix="/jobs", tags=["metrics"])
     "/{job_id}/metrics", response_model=MetricsOut, responses={404: {"description": "No such job."}}
 )
 def get_metrics(
-    job_id: str,
+    job: JobDep,
     session: SessionDep,
     since_step: Annotated[
         int | None,
@@ -32,7 +31,6 @@ def get_metrics(
     with the losses, the mean D logits and the throughput, and the quality evaluation's metrics
     at the steps one was made (every eval_every steps). A resumed or rolled-back job's points
     follow the run that went on."""
-    job = get_job_or_404(session, job_id)
     total, points = store.metric_points(
         session, job.id, since_step=since_step, max_points=max_points
     )

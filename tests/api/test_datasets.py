@@ -155,3 +155,21 @@ def test_bodies_over_the_limit_are_refused_before_they_are_read(client):
     response = client.post("/datasets", content=chunks())  # chunked: no Content-Length
     assert response.status_code == 411
     assert client.get("/datasets").json()["datasets"] == []
+
+
+def test_datasets_belong_to_the_key_that_uploaded_them(client, settings):
+    from api.main import app
+    from worker.settings import get_settings
+
+    keyed = settings.model_copy(update={"api_keys": ("key-a", "key-b")})
+    app.dependency_overrides[get_settings] = lambda: keyed
+    files = {"file": ("digits.zip", DIGITS, "application/zip")}
+    assert client.post("/datasets", files=files).status_code == 401
+    as_a, as_b = {"X-API-Key": "key-a"}, {"X-API-Key": "key-b"}
+    mine = client.post("/datasets", files=files, headers=as_a).json()["id"]
+    assert [d["id"] for d in client.get("/datasets", headers=as_a).json()["datasets"]] == [mine]
+    assert client.get("/datasets", headers=as_b).json()["datasets"] == []
+    assert client.get(f"/datasets/{mine}", headers=as_b).status_code == 404
+    refused = client.post("/jobs", json={"dataset": mine}, headers=as_b)
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "dataset"]
+    assert client.post("/jobs", json={"dataset": mine}, headers=as_a).status_code == 202

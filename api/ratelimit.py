@@ -1,0 +1,36 @@
+"""A token bucket per API key, in this API process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import lru_cache
+
+
+class RateLimiter:
+    """At most ``per_minute`` actions a minute per key, in bursts of up to ``per_minute``: each
+    key's bucket holds that many tokens and refills at per_minute / 60 tokens a second."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, when)
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """Take a token for ``key``: 0 when there was one, else the seconds until there is."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, when = self._buckets.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - when) * self.rate)
+            if tokens >= 1:
+                self._buckets[key] = (tokens - 1, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / self.rate
+
+
+@lru_cache
+def limiter_for(per_minute: int) -> RateLimiter:
+    """The process's limiter for this rate (one per setting, shared by all requests)."""
+    return RateLimiter(per_minute)

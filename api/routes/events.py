@@ -1,0 +1,96 @@
+"""/jobs/{id}/events: a job's progress, state changes and new checkpoints as Server-Sent Events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+
+from api.deps import JobDep, SettingsDep
+from worker import store
+
+router = APIRouter(prefix="/jobs", tags=["events"])
+
+POLL_S = 0.5  # how often the stream looks for new events in the job store
+KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing an idle stream
+
+
+def _sse(event: store.JobEvent) -> str:
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.data)}\n\n"
+
+
+def _read(url: str, job_id: str, after: int) -> tuple[list[store.JobEvent], str | None]:
+    """(events after ``after``, the job's state; None once it is deleted)."""
+    with Session(store.get_engine(url)) as session:
+        events = store.events_after(session, job_id, after)
+        job = store.get_job(session, job_id)
+        return events, job.state if job is not None else None
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "text/event-stream. Each event has an id, a type and JSON data: "
+            "`state` {state, error}; `progress` {step, total_steps, images_per_sec, "
+            "eta_seconds, d_loss, g_loss, checkpoint_step, metrics, metrics_step, best_metrics, "
+            "warnings} (the same fields as GET /jobs/{id}); `checkpoint` {step}. The stream "
+            "ends after the event that finishes the job.",
+            "content": {"text/event-stream": {}},
+        },
+        404: {"description": "No such job."},
+    },
+)
+async def job_events(
+    job: JobDep,
+    request: Request,
+    settings: SettingsDep,
+    last_event_id: Annotated[
+        int | None,
+        Header(
+            alias="Last-Event-ID",
+            ge=0,
+            description="Resume after this event (browsers' EventSource sends it on reconnect).",
+        ),
+    ] = None,
+    after: Annotated[
+        int | None,
+        Query(ge=0, description="Like Last-Event-ID, for clients that cannot set headers."),
+    ] = None,
+) -> StreamingResponse:
+    """Follow a job live. A new connection gets the job's whole history of events, then new ones
+    as they happen; a reconnection with ``Last-Event-ID`` (or ``?after=``) gets only those after
+    it. The stream closes once the job has finished (succeeded, failed, cancelled) and its last
+    event is sent, or when the job is deleted."""
+    start = last_event_id if last_event_id is not None else after or 0
+    url, job_id = settings.database_url, job.id
+
+    async def stream() -> AsyncIterator[str]:
+        sent, idle = start, 0.0
+        yield "retry: 2000\n\n"
+        while True:
+            events, state = await anyio.to_thread.run_sync(_read, url, job_id, sent)
+            for event in events:
+                yield _sse(event)
+                sent = event.id
+            if state is None or (state in store.FINAL_STATES and not events):
+                return
+            if events:
+                idle = 0.0
+                continue  # there may be more than one read's worth
+            if await request.is_disconnected():
+                return
+            await anyio.sleep(POLL_S)
+            idle += POLL_S
+            if idle >= KEEPALIVE_S:
+                idle = 0.0
+                yield ": keepalive\n\n"
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
