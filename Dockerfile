@@ -1,6 +1,7 @@
-# One image for both roles of the GAN service (see docker-compose.yml):
+# One image for every role of the GAN service (see docker-compose.yml):
 #   API     gan serve --no-worker --host 0.0.0.0 --port 8000   (the default CMD)
 #   worker  gan worker                                          (one Celery worker, solo pool)
+#   migrate gan db upgrade                                      (the job store schema, run first)
 #
 # No CUDA base image is needed: torch's Linux wheels from PyPI bundle the CUDA runtime (cuBLAS,
 # cuDNN, ... come in as nvidia-* wheels), and the host's NVIDIA driver is mounted into the

@@ -30,6 +30,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 PYPROJECT = ROOT / "pyproject.toml"
 
 APP_SERVICES = ("api", "worker")
+MIGRATE_SERVICE = "migrate"  # runs `gan db upgrade` once, before the app services start
 BACKING_SERVICES = ("redis", "postgres")
 API_PORT = 8000
 
@@ -107,11 +108,16 @@ def command_argv(service: dict[str, Any]) -> list[str]:
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
+    """The service's variables as compose sets them on a host that sets none of its own
+    (``${NAME:-default}`` becomes the default)."""
     env = service.get("environment") or {}
     if isinstance(env, list):
         pairs = [item.partition("=") for item in env]
-        return {name: value for name, _, value in pairs}
-    return {str(name): "" if value is None else str(value) for name, value in env.items()}
+        env = {name: value for name, _, value in pairs}
+    return {
+        str(name): re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", "" if value is None else str(value))
+        for name, value in env.items()
+    }
 
 
 def mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
@@ -233,6 +239,34 @@ def test_app_services_wait_for_healthy_redis_and_postgres(
             assert "healthcheck" in services[backing], f"{backing} can never be healthy"
 
 
+def test_a_one_shot_migrate_service_upgrades_the_job_store_first(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    migrate = services[MIGRATE_SERVICE]
+    assert migrate.get("image") == services["api"].get("image"), "the same image"
+    args = parse_cli(command_argv(migrate))
+    assert (args.command, args.db_command) == ("db", "upgrade")
+    assert str(migrate.get("restart", "no")) == "no", "it must run once, not again and again"
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in APP_SERVICES:
+        depends_on = services[name]["depends_on"]
+        assert depends_on[MIGRATE_SERVICE]["condition"] == "service_completed_successfully", name
+
+
+def test_the_migrations_ship_with_the_package() -> None:
+    """``pip install .`` (the Dockerfile's) installs the migrations and their template."""
+    from setuptools import find_packages
+
+    project = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]
+    packages = find_packages(str(ROOT), include=project["packages"]["find"]["include"])
+    migrations = ROOT / "worker" / "migrations"
+    folders = {p.parent for p in migrations.rglob("*.py")}
+    for folder in folders:
+        assert ".".join(folder.relative_to(ROOT).parts) in packages, f"{folder}: no __init__.py"
+    assert list((migrations / "versions").glob("0001_*.py")), "no initial migration"
+    assert "script.py.mako" in project["package-data"]["worker.migrations"]
+
+
 def test_api_publishes_its_port_and_checks_livez(services: dict[str, dict[str, Any]]) -> None:
     api = services["api"]
     container_ports = [str(p).rsplit(":", 1)[-1].split("/")[0] for p in api["ports"]]
@@ -263,14 +297,23 @@ def test_gan_variables_are_settings_fields_and_parse(
                 field = name.removeprefix("GAN_").lower()
                 assert field in Settings.model_fields, f"{name} is no Settings field"
                 monkeypatch.setenv(name, value)
-                assert str(getattr(Settings(_env_file=None), field)) == value, name
+                parsed = getattr(Settings(_env_file=None), field)
+                parsed = ",".join(parsed) if isinstance(parsed, tuple) else str(parsed)
+                assert parsed == value, name
+
+
+def test_the_api_listens_on_the_network_so_it_takes_keys_from_the_host(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert "0.0.0.0" in command_argv(services["api"])  # `gan serve` refuses this without keys
+    assert services["api"]["environment"]["GAN_API_KEYS"] == "${GAN_API_KEYS:-}"
 
 
 def test_database_url_uses_the_postgres_service_credentials(
     services: dict[str, dict[str, Any]],
 ) -> None:
     db = environment(services["postgres"])
-    for name in APP_SERVICES:
+    for name in (*APP_SERVICES, MIGRATE_SERVICE):
         url = make_url(environment(services[name])["GAN_DATABASE_URL"])
         assert url.drivername == "postgresql+psycopg", url.drivername
         assert url.host == "postgres" and url.port in (None, 5432)

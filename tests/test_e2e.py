@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -23,11 +24,15 @@ import httpx
 import numpy as np
 import pytest
 import redis
+import torch
+from celery import Celery
 from PIL import Image
 from sqlalchemy import create_engine, text
 
+from gan.checkpoint import load_checkpoint
 from tests.conftest import REDIS_URL, require_service
 from tests.quality import digit_statistics, looks_like_digits
+from worker.celery_app import TRAIN_TASK
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,5 +215,185 @@ def test_stopped_or_killed_worker_resumes_from_checkpoint(embedded: Service) -> 
     assert embedded.job(job_id)["step"] == 1200
     logs = embedded.logs()
     assert f"resumed from step-{stopped['step']:08d}.pt" in logs
-    assert logs.count("re-enqueued") == 1  # only the killed worker's job was orphaned
+    assert logs.count("its worker was lost; requeued") == 1  # only the killed worker's job
     assert logs.count("resumed from") == 2
+
+
+@pytest.fixture
+def redis_postgres(tmp_path: Path, mnist_dir: Path, postgres_url: str) -> Iterator[Service]:
+    """API and workers as separate processes on the real Redis (a database of its own, flushed
+    before and after) and PostgreSQL, with short leases so lost workers are noticed in seconds."""
+    require_service("Redis", 6379)
+    broker = REDIS_URL.rsplit("/", 1)[0] + "/7"
+    redis.Redis.from_url(broker).flushdb()
+    service = Service(
+        tmp_path,
+        {
+            "GAN_DATA_DIR": str(mnist_dir),
+            "GAN_DATABASE_URL": postgres_url,
+            "GAN_BROKER_URL": broker,
+            "GAN_TASK_QUEUE": f"test-{uuid.uuid4().hex[:8]}",
+            "GAN_LEASE_S": "3",
+            "GAN_RECONCILE_EVERY_S": "1",
+        },
+    )
+    yield service
+    service.stop()
+    redis.Redis.from_url(broker).flushdb()
+
+
+def events_of(
+    service: Service, job_id: str, headers: dict[str, str] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """(type, data) of every event of a finished job, from its SSE stream."""
+    response = httpx.get(f"{service.url}/jobs/{job_id}/events", headers=headers, timeout=30)
+    assert response.status_code == 200
+    events = []
+    for block in response.text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def test_sigkilled_worker_job_resumes_on_another_worker(redis_postgres: Service) -> None:
+    service = redis_postgres
+    service.serve("--no-worker")
+    first = service.start("worker")
+    job_id = service.submit(
+        {"max_steps": 1500, "checkpoint_every": 100, "log_every": 20, "eval_every": 0}
+    )
+    wait_for(lambda: (service.job(job_id)["checkpoint_step"] or 0) >= 200, 120, "step 200")
+    first.send_signal(signal.SIGKILL)  # no warning at all
+    first.wait(timeout=10)
+    killed = service.job(job_id)
+    assert killed["state"] == "running" and killed["attempts"] == 1
+
+    service.start("worker")  # two healthy workers: the job runs on exactly one of them
+    service.start("worker")
+    wait_for(lambda: service.job(job_id)["attempts"] == 2, 60, "the job to be claimed again")
+    # A duplicate delivery while it trains (Redis redelivering the killed worker's message,
+    # say) finds the lease held and does nothing.
+    celery = Celery(broker=service.env["GAN_BROKER_URL"])
+    celery.send_task(TRAIN_TASK, args=[job_id], queue=service.env["GAN_TASK_QUEUE"])
+    wait_for(lambda: service.job(job_id)["state"] == "succeeded", 240, "success", every=0.5)
+
+    job = service.job(job_id)
+    assert (job["step"], job["checkpoint_step"], job["attempts"]) == (1500, 1500, 2)
+    states = [data["state"] for kind, data in events_of(service, job_id) if kind == "state"]
+    assert states == ["queued", "running", "queued", "running", "succeeded"]
+    logs = service.logs()
+    resumed = [
+        int(line.split("step-")[1][:8]) for line in logs.splitlines() if "resumed from" in line
+    ]
+    assert len(resumed) == 1  # trained by one worker after the kill
+    lost_steps = killed["step"] - resumed[0]
+    assert 0 <= lost_steps <= 100, lost_steps  # at most one checkpoint interval is lost
+    assert f"job {job_id}: busy" in logs  # the duplicate was dropped
+    final = load_checkpoint(Path(service.tmp_path, "var/artifacts/jobs", job_id,
+                                 "checkpoints", "step-00001500.pt"))  # fmt: skip
+    assert final["step"] == 1500
+
+
+def test_queued_jobs_survive_redis_losing_its_data(redis_postgres: Service) -> None:
+    service = redis_postgres
+    service.serve("--no-worker")
+    worker = service.start("worker")
+    spec = {"max_steps": 40, "checkpoint_every": 20, "log_every": 10, "eval_every": 0}
+    warm_up = service.submit(spec)
+    wait_for(lambda: service.job(warm_up)["state"] == "succeeded", 120, "the first job")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
+
+    waiting = [service.submit(spec) for _ in range(2)]  # their messages wait in Redis …
+    broker = redis.Redis.from_url(service.env["GAN_BROKER_URL"])
+    assert broker.llen(service.env["GAN_TASK_QUEUE"]) == 2
+    broker.flushdb()  # … until Redis loses everything (a restart without persistence)
+
+    service.start("worker")  # its reconciler finds the store's queued jobs and enqueues them
+
+    def succeeded() -> bool:
+        return all(service.job(job_id)["state"] == "succeeded" for job_id in waiting)
+
+    wait_for(succeeded, 120, "success")
+    assert [service.job(job_id)["attempts"] for job_id in waiting] == [1, 1]
+    assert "the broker lost its messages: enqueuing 2 queued jobs" in service.logs()
+
+
+def test_the_whole_lifecycle_over_http(redis_postgres: Service) -> None:
+    """A user's session with an API key, on Redis, PostgreSQL and a real worker: create
+    (idempotently), cancel mid-run, resume with more steps, follow, sample, download, delete."""
+    service = redis_postgres
+    service.env["GAN_API_KEYS"] = "e2e-key"
+    service.serve("--no-worker")
+    url, auth = service.url, {"X-API-Key": "e2e-key"}
+    assert httpx.get(f"{url}/readyz", timeout=10).json()["checks"] == {
+        "database": "ok", "broker": "ok"
+    }  # fmt: skip
+    service.start("worker")
+
+    def job() -> dict[str, Any]:
+        response = httpx.get(f"{url}/jobs/{job_id}", headers=auth, timeout=10)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    spec = {"max_steps": 100_000, "checkpoint_every": 100, "log_every": 20, "eval_every": 0}
+    assert httpx.post(f"{url}/jobs", json=spec, timeout=10).status_code == 401
+    retry = {**auth, "Idempotency-Key": "e2e-create-1"}
+    job_id = httpx.post(f"{url}/jobs", json=spec, headers=retry, timeout=10).json()["id"]
+    again = httpx.post(f"{url}/jobs", json=spec, headers=retry, timeout=10)
+    assert again.json()["id"] == job_id and again.headers["idempotent-replayed"] == "true"
+
+    wait_for(lambda: (job()["checkpoint_step"] or 0) >= 200, 120, "step 200")
+    running = job()
+    assert running["eta_seconds"] > 0 and running["worker"] is not None
+    cancel = httpx.post(f"{url}/jobs/{job_id}/cancel", headers=auth, timeout=10)
+    assert cancel.json()["state"] in ("cancelling", "cancelled")
+    wait_for(lambda: job()["state"] == "cancelled", 60, "the worker to stop")
+    stopped = job()
+    assert stopped["checkpoint_step"] == stopped["step"] < 100_000  # checkpointed where it stopped
+    assert stopped["step"] - running["step"] <= 20 + 100  # within a report or so
+
+    listed = httpx.get(f"{url}/jobs/{job_id}/checkpoints", headers=auth, timeout=10).json()
+    assert listed["checkpoints"][-1]["step"] == stopped["step"]
+    download = httpx.get(listed["checkpoints"][-1]["download"], headers=auth, timeout=30)
+    assert torch.load(io.BytesIO(download.content), weights_only=True)["step"] == stopped["step"]
+
+    target = stopped["step"] + 200
+    resumed = httpx.post(
+        f"{url}/jobs/{job_id}/resume", json={"max_steps": target}, headers=auth, timeout=10
+    )
+    assert resumed.status_code == 202 and resumed.json()["state"] == "queued"
+    wait_for(lambda: job()["state"] == "succeeded", 120, "success", every=0.5)
+    assert (job()["step"], job()["attempts"]) == (target, 2)
+
+    events = events_of(service, job_id, auth)
+    states = [data["state"] for kind, data in events if kind == "state"]
+    assert states == [
+        "queued", "running", "cancelling", "cancelled", "queued", "running", "succeeded",
+    ]  # fmt: skip
+    assert ("checkpoint", {"step": target}) in events
+
+    points = httpx.get(f"{url}/jobs/{job_id}/metrics", headers=auth, timeout=10).json()["points"]
+    assert points[-1]["step"] == target
+    assert points[-1]["d_grad_norm"] > 0 and points[-1]["g_grad_norm"] > 0
+
+    png = httpx.get(f"{url}/jobs/{job_id}/samples?n=16", headers=auth, timeout=30)
+    assert png.status_code == 200 and png.headers["x-checkpoint-step"] == str(target)
+    cached = httpx.get(
+        f"{url}/jobs/{job_id}/samples?n=16",
+        headers={**auth, "If-None-Match": png.headers["etag"]},
+        timeout=30,
+    )
+    assert cached.status_code == 304
+    walk = httpx.get(f"{url}/jobs/{job_id}/interpolation?steps=5", headers=auth, timeout=30)
+    assert walk.status_code == 200 and walk.headers["content-type"] == "image/png"
+    succeeded = httpx.get(f"{url}/jobs?state=succeeded", headers=auth, timeout=10).json()
+    assert [j["id"] for j in succeeded["jobs"]] == [job_id]
+    scrape = httpx.get(f"{url}/metrics", timeout=10).text
+    assert 'gan_jobs{state="succeeded"} 1.0' in scrape
+
+    assert httpx.delete(f"{url}/jobs/{job_id}", headers=auth, timeout=10).status_code == 204
+    assert httpx.get(f"{url}/jobs/{job_id}", headers=auth, timeout=10).status_code == 404
+    assert not (service.tmp_path / "var" / "artifacts" / "jobs" / job_id).exists()
