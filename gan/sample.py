@@ -227,9 +227,10 @@ def scatter_image(points: np.ndarray, size: int = 256, extent: float | None = No
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """A uint8 grayscale (H, W) or RGB (H, W, 3) image as PNG bytes."""
+    """A uint8 grayscale (H, W) or RGB (H, W, 3) image as PNG bytes. zlib level 1: a grid of
+    digits comes out about 9% larger than at PIL's default level 6, in under half the time."""
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

@@ -329,3 +329,28 @@ def test_openapi_documents_the_sampling_parameters_and_headers(client):
         assert {"image/png", "application/octet-stream"} <= set(ok["content"])
         assert {"ETag", "Cache-Control", "X-Generator", "X-Checkpoint"} <= set(ok["headers"])
         assert "304" in operation["responses"]
+
+
+def test_rendered_responses_are_made_once_per_etag_within_the_byte_budget(monkeypatch):
+    from api import sampling
+
+    monkeypatch.setattr(sampling, "RENDERED_BYTES", 10)
+    monkeypatch.setattr(sampling, "_rendered", type(sampling._rendered)())
+    monkeypatch.setattr(sampling, "_rendered_size", 0)
+    made = []
+
+    def render(body: bytes):
+        def make():
+            made.append(body)
+            return body, {"x": len(made)}
+
+        return make
+
+    assert sampling.rendered('"a"', render(b"aaaa")) == (b"aaaa", {"x": 1})
+    assert sampling.rendered('"a"', render(b"other")) == (b"aaaa", {"x": 1})  # cached
+    sampling.rendered('"b"', render(b"bbbb"))
+    sampling.rendered('"c"', render(b"cccc"))  # 12 bytes > 10: the oldest ("a") goes
+    assert sampling.rendered('"a"', render(b"AAAA"))[0] == b"AAAA"
+    assert made == [b"aaaa", b"bbbb", b"cccc", b"AAAA"]
+    sampling.rendered('"big"', render(b"x" * 11))  # over the budget alone: not kept
+    assert '"big"' not in sampling._rendered
