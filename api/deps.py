@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from celery import Celery
-from fastapi import Depends, HTTPException, Path, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -18,9 +20,27 @@ from worker.settings import Settings, get_settings
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    with Session(store.get_engine(settings.database_url), expire_on_commit=False) as session:
+_closers: list[anyio.CapacityLimiter] = []  # made on first use: it needs the event loop
+
+
+async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
+    """A session for the request, closed (its connection back in the pool) after the response.
+
+    Closing runs in a thread of its own small pool, not in the one that runs the routes: a
+    request that holds a connection must never wait for a route's thread to give it back,
+    else, with more requests at once than the pool has connections, the threads wait for
+    connections held by requests that wait for threads, until the pool times out (500s). For
+    the same reason the dependencies that read the store (``get_owner``, ``get_owned_job``)
+    end their transactions, giving their connections back before the route's thread is
+    awaited."""
+    engine = await anyio.to_thread.run_sync(store.get_engine, settings.database_url)
+    session = Session(engine, expire_on_commit=False)
+    try:
         yield session
+    finally:
+        if not _closers:
+            _closers.append(anyio.CapacityLimiter(4))
+        await anyio.to_thread.run_sync(session.close, limiter=_closers[0])
 
 
 def get_celery(settings: SettingsDep) -> Celery:
@@ -37,17 +57,31 @@ _api_key_header = APIKeyHeader(
 
 
 def get_owner(
+    request: Request,
     settings: SettingsDep,
     session: SessionDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header: Annotated[str | None, Depends(_api_key_header)],
 ) -> str:
     """Who is asking: the owner id of the request's API key (settings ``api_keys`` or
-    ``gan keys create``), or "" when no key is configured and the service runs open."""
+    ``gan keys create``), or "" when no key is configured and the service runs open.
+
+    A client address that sent ``bad_keys_per_minute`` unknown keys gets 429s, before any key
+    of its is looked at, until its budget refills (one more try every 60 / bad_keys_per_minute
+    seconds): keys cannot be guessed faster than that."""
+    owner = _owner(request, settings, session, bearer.credentials if bearer else header)
+    session.commit()  # the key lookups' transaction ends: the connection goes back to the pool
+    return owner
+
+
+def _owner(request: Request, settings: Settings, session: Session, presented: str | None) -> str:
+    """``get_owner``'s work, in the transaction it ends."""
     configured = {store.hash_key(key) for key in settings.api_keys}
     if not configured and not store.has_stored_keys(session):
         return ""
-    presented = bearer.credentials if bearer is not None else header
+    client = request.client.host if request.client is not None else "unknown"
+    guesses = limiter_for(settings.bad_keys_per_minute, "bad-keys")
+    refuse_guessers(guesses.wait(client), client, settings)
     challenge = {"WWW-Authenticate": "Bearer"}
     if not presented:
         raise HTTPException(
@@ -59,11 +93,32 @@ def get_owner(
     owner = store.key_owner(key_hash) if key_hash in configured else None
     owner = owner or store.stored_key_owner(session, key_hash)
     if owner is None:
+        guesses.take(client)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key", headers=challenge)
     return owner
 
 
+def refuse_guessers(wait: float, client: str, settings: Settings) -> None:
+    """429 when ``client`` must wait ``wait`` seconds before its next key is looked at."""
+    if wait > 0:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many unknown API keys from {client} (at most {settings.bad_keys_per_minute} "
+            f"a minute); retry in {wait:.0f} s",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
+
 OwnerDep = Annotated[str, Depends(get_owner)]
+
+# What every route that needs a key may answer besides its own responses (routers add them).
+AUTH_RESPONSES: dict[int | str, dict[str, object]] = {
+    401: {"description": "An API key is needed, or the one sent is unknown."},
+    429: {
+        "description": "Too many unknown API keys from this client address (or, creating or "
+        "resuming a job, too many jobs a minute for this key); see Retry-After."
+    },
+}
 
 
 def rate_limited_owner(owner: OwnerDep, settings: SettingsDep) -> str:
@@ -71,7 +126,7 @@ def rate_limited_owner(owner: OwnerDep, settings: SettingsDep) -> str:
     Without keys the service is open to this machine only, and unlimited."""
     if not owner:
         return owner
-    wait = limiter_for(settings.jobs_per_minute).take(owner)
+    wait = limiter_for(settings.jobs_per_minute, "jobs").take(owner)
     if wait > 0:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -90,8 +145,15 @@ def get_owned_job(
     owner: OwnerDep,
 ) -> store.Job:
     """The job, if it exists and belongs to the caller's key (else 404: another key's jobs are
-    not there for it)."""
+    not there for it).
+
+    The read's transaction ends here, giving its database connection back to the pool: the
+    job stays loaded (``expire_on_commit=False``), a route that writes to it takes a connection
+    again, and one that does not (samples, which generate for a while; an event stream, which
+    lasts as long as its job) holds none meanwhile. Else a few dozen slow requests at once hold
+    every connection of the pool, and the next requests time out waiting for one (a 500)."""
     job = store.get_job(session, job_id, owner)
+    session.commit()
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job with id {job_id!r}")
     return job

@@ -1,4 +1,4 @@
-"""A token bucket per API key, in this API process."""
+"""A token bucket per key (an API key, a client address), in this API process."""
 
 from __future__ import annotations
 
@@ -21,16 +21,32 @@ class RateLimiter:
         """Take a token for ``key``: 0 when there was one, else the seconds until there is."""
         now = time.monotonic()
         with self._lock:
-            tokens, when = self._buckets.get(key, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - when) * self.rate)
+            tokens = self._tokens(key, now)
             if tokens >= 1:
                 self._buckets[key] = (tokens - 1, now)
                 return 0.0
             self._buckets[key] = (tokens, now)
             return (1 - tokens) / self.rate
 
+    def wait(self, key: str) -> float:
+        """Seconds until ``key`` has a token (0: it has one now), taking none."""
+        now = time.monotonic()
+        with self._lock:
+            tokens = self._tokens(key, now)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
+    def _tokens(self, key: str, now: float) -> float:
+        """The tokens in ``key``'s bucket at ``now``; a full bucket is forgotten (the dict keeps
+        only keys that have spent something)."""
+        tokens, when = self._buckets.get(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - when) * self.rate)
+        if tokens >= self.capacity:
+            self._buckets.pop(key, None)
+        return tokens
+
 
 @lru_cache
-def limiter_for(per_minute: int) -> RateLimiter:
-    """The process's limiter for this rate (one per setting, shared by all requests)."""
+def limiter_for(per_minute: int, purpose: str = "jobs") -> RateLimiter:
+    """The process's limiter for this rate and ``purpose`` ("jobs": job starts per API key,
+    "bad-keys": unknown API keys per client address), shared by all requests."""
     return RateLimiter(per_minute)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -34,6 +35,7 @@ from gan.checkpoint import (
 from gan.models import Generator
 from gan.sample import LoadedGenerator, generate, generate_class_rows, read_generator
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Kind = Literal["latest", "best", "step"]
 
@@ -45,7 +47,16 @@ _best_steps: OrderedDict[Hashable, int] = OrderedDict()
 _lock = threading.Lock()
 
 # Bumped when the same checkpoint and parameters would give other bytes (a part of every ETag).
-SAMPLES_VERSION = 1
+SAMPLES_VERSION = 2
+# Rendered responses by ETag, newest last, up to this many bytes in all: many viewers of one
+# grid (a dashboard) cost one rendering.
+RENDERED_BYTES = 64 * 2**20
+_rendered: OrderedDict[str, tuple[bytes, Any]] = OrderedDict()
+_rendered_size = 0
+
+# Requests are served concurrently by the thread pool; one torch thread each keeps the cores
+# busy without oversubscribing them (the worker, a process of its own, is not affected).
+torch.set_num_threads(1)
 
 
 class NoCheckpoint(LookupError):
@@ -100,7 +111,10 @@ def find(checkpoint_dir: Path, checkpoint: str | None) -> Found:
 def _find(checkpoint_dir: Path, checkpoint: str | None) -> Found:
     best = best_checkpoint(checkpoint_dir)
     if checkpoint is None and best is not None:
-        return _stat(best, "best")
+        try:
+            return _stat(best, "best")
+        except CheckpointError as e:  # unreadable: the default falls back to the newest
+            log.warning("%s: %s; sampling from the newest checkpoint", best, e)
     if checkpoint in (None, "latest"):
         latest = latest_checkpoint(checkpoint_dir)
         if latest is None:
@@ -134,7 +148,10 @@ def listing(checkpoint_dir: Path) -> list[Found]:
             continue
     best = best_checkpoint(checkpoint_dir)
     if best is not None:
-        found.append(retry_on_change(lambda: _stat(best, "best")))
+        try:
+            found.append(retry_on_change(lambda: _stat(best, "best")))
+        except CheckpointError as e:  # its step cannot be read: it cannot be listed
+            log.warning("%s: %s; not listed", best, e)
     return sorted(found, key=lambda f: (f.step, f.kind == "best"))
 
 
@@ -144,7 +161,10 @@ def on_disk(checkpoint_dir: Path) -> str:
     kept = [f"steps {', '.join(steps)}" if steps else "no step checkpoints"]
     best = best_checkpoint(checkpoint_dir)
     if best is not None:
-        kept.append(f"best (step {retry_on_change(lambda: _stat(best, 'best')).step})")
+        try:
+            kept.append(f"best (step {retry_on_change(lambda: _stat(best, 'best')).step})")
+        except CheckpointError:
+            kept.append("best (unreadable)")
     return f"on disk: {' and '.join(kept)}"
 
 
@@ -257,3 +277,21 @@ def _store(cache: OrderedDict[Hashable, T], key: Hashable, value: T) -> T:
         while len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
     return value
+
+
+def rendered(etag: str, render: Callable[[], tuple[bytes, T]]) -> tuple[bytes, T]:
+    """``render()``'s (body, extra), made once per ETag while the cache holds it: an ETag names
+    the checkpoint file and every parameter, so the same ETag always renders the same bytes."""
+    global _rendered_size
+    with _lock:
+        if etag in _rendered:
+            _rendered.move_to_end(etag)
+            return _rendered[etag]
+    body, extra = render()
+    with _lock:
+        if etag not in _rendered and len(body) <= RENDERED_BYTES:
+            _rendered[etag] = (body, extra)
+            _rendered_size += len(body)
+            while _rendered_size > RENDERED_BYTES:
+                _rendered_size -= len(_rendered.popitem(last=False)[1][0])
+    return body, extra

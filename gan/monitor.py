@@ -8,7 +8,9 @@ ask about in every GAN tracker:
   i.e. D(x) → 1 and D(G(z)) → 0 (or the hinge margins are all met), so G's gradients vanish;
 - ``mode_collapse``: the samples' diversity falls below ``COLLAPSE_DIVERSITY`` of the data's, or
   the classes covered drop by ``COVERAGE_DROP`` or more from the best seen;
-- ``diverged``: a loss or weight became non-finite and the run rolled back (``rolled_back``).
+- ``diverged``: a loss or weight became non-finite and the run rolled back (``rolled_back``);
+- ``checkpoint_corrupt``: the newest checkpoint was truncated or damaged when the run resumed,
+  so it went on from an older one (``checkpoint_corrupt``).
 
 A flag is raised once when its condition starts, and logged then; it may be raised again after
 it clears. The record is plain data (``state_dict``), stored in every checkpoint, so a resumed
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainWarning:
-    code: str  # "diverged" | "vanishing_gradients" | "mode_collapse"
+    code: str  # "diverged" | "vanishing_gradients" | "mode_collapse" | "checkpoint_corrupt"
     step: int  # the step the condition started
     message: str  # what happened and what to try, for a person
 
@@ -117,6 +119,19 @@ class Monitor:
                 f"losses or weights became non-finite at step {step} (D {d_loss}, G {g_loss}); "
                 f"rolled back to step {to_step} with learning rates ×{self.lr_scale:g} "
                 f"(rollback {self.rollbacks}).",
+            )
+        )
+
+    def checkpoint_corrupt(self, step: int, problem: str, resumed_from: int) -> None:
+        """The checkpoint of ``step`` could not be read when the run resumed (``problem`` says
+        why and what became of the file); it went on from step ``resumed_from``."""
+        origin = f"the checkpoint of step {resumed_from}" if resumed_from else "the start"
+        self._warn(
+            TrainWarning(
+                "checkpoint_corrupt",
+                step,
+                f"the checkpoint of step {step} was unreadable when the run resumed: {problem}; "
+                f"went on from {origin}, repeating {step - resumed_from} steps.",
             )
         )
 

@@ -190,7 +190,7 @@ def train(
         G, D = build_models(cfg, dataset.shape, num_classes)
     G, D = G.to(device), D.to(device)
     G_ema = copy.deepcopy(G).requires_grad_(False) if cfg.ema_decay > 0 else None
-    fused = device.type == "cuda"  # one kernel for the whole Adam update
+    fused = device.type in ("cuda", "cpu")  # one kernel for the whole Adam update
     opt_g = torch.optim.Adam(
         G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1_g, cfg.beta2_g), fused=fused or None
     )
@@ -230,17 +230,23 @@ def train(
         return int(state["step"])
 
     initial = copy.deepcopy(snapshot())  # where a divergence returns when no checkpoint is good
-    latest = ckpt.latest_checkpoint(out_dir)
-    if latest is not None:
-        state = ckpt.load_checkpoint(latest, map_location=device)
+    latest, state, corrupt = newest_readable_checkpoint(out_dir, device)
+    if latest is not None and state is not None:
         monitor = Monitor.from_state_dict(state["monitor"])
         step = restore(state)
         log.info("resumed from %s at step %d", latest.name, step)
+    for bad_step, problem in corrupt:  # newer checkpoints that could not be read, moved aside
+        monitor.checkpoint_corrupt(bad_step, problem, step)
 
     def last_good() -> dict[str, Any]:
-        """The newest checkpoint on disk whose weights are all finite, else the initial state."""
+        """The newest checkpoint on disk that reads back intact and whose weights are all
+        finite, else the initial state."""
         for _, path in reversed(ckpt.list_checkpoints(out_dir)):
-            state = ckpt.load_checkpoint(path, map_location=device)
+            try:
+                state = ckpt.load_checkpoint(path, map_location=device)
+            except ckpt.CheckpointError as e:
+                log.warning("rollback: skipping %s: %s", path.name, e)
+                continue
             weights = [*state["generator"].values(), *state["discriminator"].values()]
             if all(torch.isfinite(t).all() for t in weights if t.is_floating_point()):
                 return state
@@ -318,12 +324,16 @@ def train(
             grad_norms[name] = nn.utils.get_total_norm(grads)
 
     def g_step(fake: torch.Tensor, y_fake: torch.Tensor | None) -> torch.Tensor:
+        """One generator update. D is frozen meanwhile: the backward pass goes through D to G
+        without computing gradients for D's weights, which the next D step would discard."""
+        D.requires_grad_(False)
         fake_logits, fake_classes = discriminate(d_input(fake, step), y_fake)
         loss = losses.g_loss(cfg.loss, fake_logits)
         if fake_classes is not None and y_fake is not None:
             loss = loss + cfg.acgan_weight * losses.classification_loss(fake_classes, y_fake)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
+        D.requires_grad_(True)
         measure_grads(G, "g")
         opt_g.step()
         return loss.detach()
@@ -453,6 +463,37 @@ def train(
             step = restore(back)
             last_path = ckpt.checkpoint_path(out_dir, step) if back is not initial else None
             checkpoint_step = step if last_path is not None else None
+
+
+def newest_readable_checkpoint(
+    out_dir: Path, device: torch.device
+) -> tuple[Path | None, dict[str, Any] | None, list[tuple[int, str]]]:
+    """(path, state) of the newest checkpoint in ``out_dir`` that reads back intact, or
+    (None, None) when there is none, and (step, problem) of each newer one that did not.
+
+    A truncated or damaged file (``gan.checkpoint.CorruptCheckpoint``: torch cannot parse it, or
+    its checksum does not match) is renamed to ``<name>.corrupt``, out of the way of listing,
+    pruning and sampling, and kept for a person to look at. Other errors (a checkpoint of an
+    unreadable format version) are raised: going on from an older file would be wrong then.
+    """
+    corrupt: list[tuple[int, str]] = []
+    for found_step, path in reversed(ckpt.list_checkpoints(out_dir)):
+        try:
+            return path, ckpt.load_checkpoint(path, map_location=device), corrupt
+        except ckpt.CorruptCheckpoint as e:
+            log.warning("%s; trying the previous checkpoint", e)
+            corrupt.append((found_step, f"{e}; {_move_aside(path)}"))
+    return None, None, corrupt
+
+
+def _move_aside(path: Path) -> str:
+    """Rename a corrupt checkpoint to ``<name>.corrupt``; says what was done, for a person."""
+    aside = path.with_name(path.name + ".corrupt")
+    try:
+        path.replace(aside)
+    except OSError as e:
+        return f"it could not be moved aside ({e.strerror or e})"
+    return f"moved aside as {aside.name}"
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[None]:

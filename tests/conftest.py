@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import redis
 import torch
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.services import Service
 from worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -32,6 +34,17 @@ REDIS_URL = os.environ.get("GAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
     "GAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits() -> Iterator[None]:
+    """Every test starts with full rate-limit budgets (the limiters live in the process: unknown
+    keys sent by one test would otherwise count against the next)."""
+    from api.ratelimit import limiter_for
+
+    limiter_for.cache_clear()
+    yield
+    limiter_for.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +122,26 @@ def settings(tmp_path: Path, mnist_dir: Path, database_url: str) -> Settings:
         broker_dir=tmp_path / "broker",
         artifacts_dir=tmp_path / "artifacts",
     )
+
+
+@pytest.fixture
+def redis_postgres(tmp_path: Path, mnist_dir: Path, postgres_url: str) -> Iterator[Service]:
+    """API and workers as separate processes on the real Redis (a database of its own, flushed
+    before and after) and PostgreSQL, with short leases so lost workers are noticed in seconds."""
+    require_service("Redis", 6379)
+    broker = REDIS_URL.rsplit("/", 1)[0] + "/7"
+    redis.Redis.from_url(broker).flushdb()
+    service = Service(
+        tmp_path,
+        {
+            "GAN_DATA_DIR": str(mnist_dir),
+            "GAN_DATABASE_URL": postgres_url,
+            "GAN_BROKER_URL": broker,
+            "GAN_TASK_QUEUE": f"test-{uuid.uuid4().hex[:8]}",
+            "GAN_LEASE_S": "3",
+            "GAN_RECONCILE_EVERY_S": "1",
+        },
+    )
+    yield service
+    service.stop()
+    redis.Redis.from_url(broker).flushdb()

@@ -8,15 +8,9 @@
 from __future__ import annotations
 
 import io
-import json
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,82 +26,13 @@ from sqlalchemy import create_engine, text
 from gan.checkpoint import load_checkpoint
 from tests.conftest import REDIS_URL, require_service
 from tests.quality import digit_statistics, looks_like_digits
+from tests.services import GAN, Service, events_of, free_port, wait_for
 from worker.celery_app import TRAIN_TASK
+
+__all__ = ["GAN", "Service", "events_of", "free_port", "wait_for"]  # also imported from here
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
-GAN = str(Path(sys.executable).with_name("gan"))  # the console script of this environment
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-class Service:
-    """Processes of the service in one environment, with their logs in files."""
-
-    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
-        self.tmp_path, self.port = tmp_path, free_port()
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp_path / f"{args[0]}-{len(self.processes)}.log", "wb")  # noqa: SIM115
-        process = subprocess.Popen(
-            [GAN, *args], cwd=self.tmp_path, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        self.processes.append(process)
-        return process
-
-    def serve(self, *flags: str) -> subprocess.Popen[bytes]:
-        process = self.start("serve", "--port", str(self.port), *flags)
-        wait_for(self.live, 60, "the API to answer /livez")
-        return process
-
-    def live(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/livez", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp_path.glob("*.log")))
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        response = httpx.get(f"{self.url}/jobs/{job_id}", timeout=10)
-        assert response.status_code == 200, response.text
-        job: dict[str, Any] = response.json()
-        assert job["state"] != "failed", f"job failed: {job['error']}\n{self.logs()}"
-        return job
-
-    def submit(self, spec: dict[str, Any]) -> str:
-        response = httpx.post(f"{self.url}/jobs", json=spec, timeout=10)
-        assert response.status_code == 202, response.text
-        job_id: str = response.json()["id"]
-        return job_id
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 @pytest.fixture
@@ -219,43 +144,6 @@ def test_stopped_or_killed_worker_resumes_from_checkpoint(embedded: Service) -> 
     assert logs.count("resumed from") == 2
 
 
-@pytest.fixture
-def redis_postgres(tmp_path: Path, mnist_dir: Path, postgres_url: str) -> Iterator[Service]:
-    """API and workers as separate processes on the real Redis (a database of its own, flushed
-    before and after) and PostgreSQL, with short leases so lost workers are noticed in seconds."""
-    require_service("Redis", 6379)
-    broker = REDIS_URL.rsplit("/", 1)[0] + "/7"
-    redis.Redis.from_url(broker).flushdb()
-    service = Service(
-        tmp_path,
-        {
-            "GAN_DATA_DIR": str(mnist_dir),
-            "GAN_DATABASE_URL": postgres_url,
-            "GAN_BROKER_URL": broker,
-            "GAN_TASK_QUEUE": f"test-{uuid.uuid4().hex[:8]}",
-            "GAN_LEASE_S": "3",
-            "GAN_RECONCILE_EVERY_S": "1",
-        },
-    )
-    yield service
-    service.stop()
-    redis.Redis.from_url(broker).flushdb()
-
-
-def events_of(
-    service: Service, job_id: str, headers: dict[str, str] | None = None
-) -> list[tuple[str, dict[str, Any]]]:
-    """(type, data) of every event of a finished job, from its SSE stream."""
-    response = httpx.get(f"{service.url}/jobs/{job_id}/events", headers=headers, timeout=30)
-    assert response.status_code == 200
-    events = []
-    for block in response.text.strip().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "event" in fields:
-            events.append((fields["event"], json.loads(fields["data"])))
-    return events
-
-
 def test_sigkilled_worker_job_resumes_on_another_worker(redis_postgres: Service) -> None:
     service = redis_postgres
     service.serve("--no-worker")
@@ -325,7 +213,7 @@ def test_the_whole_lifecycle_over_http(redis_postgres: Service) -> None:
     (idempotently), cancel mid-run, resume with more steps, follow, sample, download, delete."""
     service = redis_postgres
     service.env["GAN_API_KEYS"] = "e2e-key"
-    service.serve("--no-worker")
+    service.serve("--no-worker", "--processes", "2")  # two API processes on one port
     url, auth = service.url, {"X-API-Key": "e2e-key"}
     assert httpx.get(f"{url}/readyz", timeout=10).json()["checks"] == {
         "database": "ok", "broker": "ok"

@@ -7,8 +7,10 @@ lease's fencing token, so a worker that lost its lease can never overwrite the j
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+import torch
 from celery import Task
 from celery.exceptions import Reject
 from celery.signals import worker_shutting_down
@@ -27,7 +30,7 @@ from gan.data import DatasetError, load_dataset
 from gan.evaluate import make_evaluator
 from gan.judge import JudgeError
 from gan.train import Progress, TrainingError, train
-from worker import store
+from worker import store, tensorboard
 from worker.celery_app import TRAIN_TASK, app
 from worker.logs import job_context
 from worker.settings import Settings, get_settings
@@ -38,6 +41,11 @@ log = logging.getLogger(__name__)
 EXPECTED_ERRORS = (
     ConfigError, DatasetError, TrainingError, CheckpointError, JudgeError, OSError,
 )  # fmt: skip
+
+# Words of the allocators' errors that mean the memory ran out (torch's CPU allocator raises a
+# plain RuntimeError, "DefaultCPUAllocator: can't allocate memory: you tried to allocate …").
+OUT_OF_MEMORY_SIGNS = ("out of memory", "can't allocate memory", "not enough memory")
+ENFORCE_PREFIX = re.compile(r"^\[enforce fail at [^\]]*\][^.]*\.\s*")  # c10's, before the news
 
 # Seconds before a task retries a job that was resumed while its previous worker still stops.
 WAIT_RETRY_S = 5.0
@@ -163,6 +171,7 @@ def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease
             "job %s: step %d/%d, %.0f images/s, D %.4f, G %.4f",
             job_id, p.step, p.total_steps, p.images_per_sec, p.d_loss, p.g_loss,
         )  # fmt: skip
+        tensorboard.record(settings, job_id, p)  # GAN_TENSORBOARD: event files; never raises
 
     def should_stop() -> bool:
         """Stop when the worker shuts down, the job is cancelled or deleted, or the lease is
@@ -203,12 +212,14 @@ def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease
             evaluator=evaluator,
         )
         stopped = result.stopped
-    except EXPECTED_ERRORS as e:
-        error = str(e)
-        log.error("job %s failed: %s", job_id, error)
-    except Exception as e:  # anything else is a bug: keep the traceback in the worker's log
-        error = f"internal error: {type(e).__name__}: {e}"
-        log.exception("job %s failed", job_id)
+    except Exception as e:
+        error = failure_reason(e)
+        if error.startswith("internal error"):  # a bug: keep the traceback in the worker's log
+            log.exception("job %s failed", job_id)
+        else:
+            log.error("job %s failed: %s", job_id, error)
+    if error is not None:
+        release_memory()  # what the failed run held, before the next job
 
     finish = not stopped or lease.state() == store.CANCELLING
     if finish and lease.write(lambda job: store.mark_finished(job, error=error)):
@@ -219,6 +230,43 @@ def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease
         log.warning("job %s: worker shutting down; checkpointed and requeued", job_id)
         raise Reject("worker shutting down", requeue=True)
     _let_go(job_id, settings)
+
+
+def failure_reason(error: Exception) -> str:
+    """Why a job failed, for a person: the message of an expected error (bad data, config,
+    checkpoint, disk), out of memory (with what to change), or an internal error (a bug)."""
+    if isinstance(error, EXPECTED_ERRORS):
+        return str(error)
+    if is_out_of_memory(error):
+        what = ENFORCE_PREFIX.sub("", _first_line(error))  # "[enforce fail at x.cpp:1] err == 0."
+        return (
+            f"out of memory: {what}; try a smaller batch_size or width (or image_size, "
+            "eval_samples), or a device with more memory"
+        )
+    return f"internal error: {type(error).__name__}: {error}"
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: Python's MemoryError, torch's
+    OutOfMemoryError (CUDA, MPS), or the CPU allocator's RuntimeError."""
+    if isinstance(error, MemoryError | torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(
+        sign in str(error).lower() for sign in OUT_OF_MEMORY_SIGNS
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def release_memory() -> None:
+    """Give back what a failed job held: its tensors are garbage once its frames are gone; the
+    CUDA caching allocator keeps freed blocks until told (never initialises CUDA itself)."""
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _let_go(job_id: str, settings: Settings) -> None:

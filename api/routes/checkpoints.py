@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator
 
-from api.deps import JobDep, SessionDep, SettingsDep
+from api.deps import AUTH_RESPONSES, JobDep, SessionDep, SettingsDep
 from api.routes.samples import CHECKPOINT_PATTERN, checkpoint_errors, checkpoint_name
 from api.schemas import CheckpointList, CheckpointOut
 from worker import store
@@ -18,7 +18,7 @@ from worker import store
 if TYPE_CHECKING:
     from api.sampling import Found
 
-router = APIRouter(prefix="/jobs", tags=["checkpoints"])
+router = APIRouter(prefix="/jobs", tags=["checkpoints"], responses=AUTH_RESPONSES)
 
 CHECKPOINT_MEDIA_TYPE = "application/octet-stream"
 CHUNK_SIZE = 1 << 20

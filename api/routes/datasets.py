@@ -12,11 +12,11 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile, status
 from pydantic import BaseModel, BeforeValidator, Field
 
-from api.deps import OwnerDep, SettingsDep
+from api.deps import AUTH_RESPONSES, OwnerDep, SettingsDep
 from gan.config import UPLOAD_ID
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/datasets", tags=["datasets"], responses=AUTH_RESPONSES)
 
 
 class DatasetMeta(BaseModel):

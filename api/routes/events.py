@@ -11,11 +11,12 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from api.deps import JobDep, SettingsDep
+from api.deps import AUTH_RESPONSES, JobDep, SettingsDep
 from worker import store
 
-router = APIRouter(prefix="/jobs", tags=["events"])
+router = APIRouter(prefix="/jobs", tags=["events"], responses=AUTH_RESPONSES)
 
+MAX_EVENT_ID = 2**63 - 1  # the largest id a database integer holds (SQLite, PostgreSQL bigint)
 POLL_S = 0.5  # how often the stream looks for new events in the job store
 KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing an idle stream
 
@@ -56,12 +57,17 @@ async def job_events(
         Header(
             alias="Last-Event-ID",
             ge=0,
+            le=MAX_EVENT_ID,
             description="Resume after this event (browsers' EventSource sends it on reconnect).",
         ),
     ] = None,
     after: Annotated[
         int | None,
-        Query(ge=0, description="Like Last-Event-ID, for clients that cannot set headers."),
+        Query(
+            ge=0,
+            le=MAX_EVENT_ID,
+            description="Like Last-Event-ID, for clients that cannot set headers.",
+        ),
     ] = None,
 ) -> StreamingResponse:
     """Follow a job live. A new connection gets the job's whole history of events, then new ones

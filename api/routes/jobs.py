@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import (
+    AUTH_RESPONSES,
     CeleryDep,
     JobDep,
     OwnerDep,
@@ -30,7 +31,7 @@ from worker import store
 from worker.celery_app import TRAIN_TASK
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
 
 Responses = dict[int | str, dict[str, Any]]
 NOT_FOUND: Responses = {404: {"description": "No such job (or it belongs to another API key)."}}

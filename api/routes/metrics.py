@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import JobDep, SessionDep
+from api.deps import AUTH_RESPONSES, JobDep, SessionDep
 from api.schemas import MetricPointOut, MetricsOut
+from gan.config import BOUNDS
 from worker import store
 
-router = APIRouter(prefix="/jobs", tags=["metrics"])
+router = APIRouter(prefix="/jobs", tags=["metrics"], responses=AUTH_RESPONSES)
 
 
 @router.get(
@@ -21,7 +22,11 @@ def get_metrics(
     session: SessionDep,
     since_step: Annotated[
         int | None,
-        Query(ge=0, description="Only points after this step (to poll: the last step you have)."),
+        Query(
+            ge=0,
+            le=BOUNDS["max_steps"][1],
+            description="Only points after this step (to poll: the last step you have).",
+        ),
     ] = None,
     max_points: Annotated[
         int, Query(ge=1, le=10_000, description="Most points to return, picked evenly.")

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from api.deps import JobDep, SettingsDep
+from api.deps import AUTH_RESPONSES, JobDep, SettingsDep
 from worker import store
 from worker.settings import Settings
 
 if TYPE_CHECKING:
     from gan.sample import LoadedGenerator
 
-router = APIRouter(prefix="/jobs", tags=["samples"])
+router = APIRouter(prefix="/jobs", tags=["samples"], responses=AUTH_RESPONSES)
 
 NPY_MEDIA_TYPE = "application/octet-stream"
 CHECKPOINT_PATTERN = r"^(latest|best|[0-9]+)$"
@@ -118,7 +118,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "No such job, or no such checkpoint on disk (the message lists "
         "those that are)."
     },
-    409: {"description": "The job has no checkpoint yet."},
+    409: {
+        "description": "The job has no checkpoint yet, or the one asked for is unreadable "
+        "(truncated or damaged: its checksum does not match)."
+    },
     422: {"description": "A parameter is out of range, or does not fit the job's model (label)."},
     503: {"description": "Training replaced the checkpoint while it was read, again and again."},
 }
@@ -126,12 +129,19 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @contextmanager
 def checkpoint_errors(job: store.Job) -> Iterator[None]:
-    """``api.sampling``'s lookup errors as HTTP errors: 409 (no checkpoint yet), 404 (not on
-    disk) and 503 (changed while read, every attempt)."""
+    """``api.sampling``'s lookup errors as HTTP errors: 409 (no checkpoint yet, or it is
+    unreadable: truncated, damaged, not a checkpoint), 404 (not on disk) and 503 (changed while
+    read, every attempt)."""
     from api import sampling
 
     try:
         yield
+    except sampling.CheckpointError as e:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"job {job.id}'s checkpoint cannot be used: {e}; ask for another with ?checkpoint= "
+            f"(GET /jobs/{job.id}/checkpoints lists them)",
+        ) from None
     except sampling.NoCheckpoint:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
@@ -203,16 +213,19 @@ def respond(
         cache = {"ETag": etag, "Cache-Control": "no-cache"}
         if not_modified(if_none_match, etag):
             return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=cache)
-        loaded = sampling.load(found, ema)
-        body, media_type, filename = render(loaded)
-        headers = {
-            **cache,
-            "X-Checkpoint-Step": str(loaded.step),
-            "X-Checkpoint": found.kind,
-            "X-Generator": "ema" if loaded.ema else "raw",
-            "Content-Disposition": f'inline; filename="{filename}"',
-        }
-        return Response(body, media_type=media_type, headers=headers)
+
+        def make() -> tuple[bytes, tuple[str, dict[str, str]]]:
+            loaded = sampling.load(found, ema)
+            body, media_type, filename = render(loaded)
+            return body, (media_type, {
+                "X-Checkpoint-Step": str(loaded.step),
+                "X-Checkpoint": found.kind,
+                "X-Generator": "ema" if loaded.ema else "raw",
+                "Content-Disposition": f'inline; filename="{filename}"',
+            })  # fmt: skip
+
+        body, (media_type, headers) = sampling.rendered(etag, make)
+        return Response(body, media_type=media_type, headers={**cache, **headers})
 
     with checkpoint_errors(job):
         return sampling.retry_on_change(attempt)

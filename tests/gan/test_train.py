@@ -96,6 +96,49 @@ def test_same_seed_same_weights_and_resume_is_exact(tmp_path, mnist, case):
     assert not torch.equal(g_other[first], g_straight[first])
 
 
+def test_a_corrupt_newest_checkpoint_resumes_exactly_from_the_previous_one(tmp_path, mnist):
+    """Truncated step 6 and a damaged step 4: the run goes on from step 2, says so in a warning
+    per file, moves them aside, and still ends with the weights of an uninterrupted run."""
+    data = small(mnist)
+    cfg = resolve("classic", **{**TINY, "max_steps": 8, "checkpoint_every": 2, "seed": 1,
+                                "keep_checkpoints": 5, "eval_every": 0})  # fmt: skip
+    straight = train(cfg, data, tmp_path / "a")
+    train(dataclasses.replace(cfg, max_steps=6), data, tmp_path / "b")
+    newest = tmp_path / "b" / "step-00000006.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated
+    damaged = load_checkpoint(tmp_path / "b" / "step-00000004.pt")
+    torch.save({**damaged, "step": 5}, tmp_path / "b" / "step-00000004.pt")  # checksum mismatch
+
+    reports: list[Progress] = []
+    resumed = train(cfg, data, tmp_path / "b", progress=reports.append)
+    assert resumed.step == 8
+    assert_close(weights(resumed.checkpoint), weights(straight.checkpoint), rtol=0, atol=0)
+    codes = [(w.code, w.step) for w in reports[-1].warnings]
+    assert codes == [("checkpoint_corrupt", 6), ("checkpoint_corrupt", 4)]
+    truncated, mismatched = reports[-1].warnings
+    assert "step-00000006.pt is not a readable gan-checkpoint file" in truncated.message
+    assert "moved aside as step-00000006.pt.corrupt" in truncated.message
+    assert "went on from the checkpoint of step 2, repeating 4 steps" in truncated.message
+    assert "do not match its checksum" in mismatched.message
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.corrupt")) == [
+        "step-00000004.pt.corrupt", "step-00000006.pt.corrupt"
+    ]  # fmt: skip
+    # the warnings are part of the run's record from now on
+    assert len(load_checkpoint(resumed.checkpoint)["monitor"]["warnings"]) == 2
+
+
+def test_a_run_whose_every_checkpoint_is_corrupt_starts_over(tmp_path, mnist):
+    cfg = resolve("classic", **{**TINY, "max_steps": 4, "checkpoint_every": 4, "eval_every": 0})
+    train(dataclasses.replace(cfg, max_steps=4), small(mnist), tmp_path)
+    (tmp_path / "step-00000004.pt").write_bytes(b"PK\x03\x04 and then nothing")
+    reports: list[Progress] = []
+    result = train(dataclasses.replace(cfg, max_steps=6), small(mnist), tmp_path,
+                   progress=reports.append)  # fmt: skip
+    assert result.step == 6
+    [warning] = reports[-1].warnings
+    assert warning.step == 4 and "went on from the start, repeating 4 steps" in warning.message
+
+
 def test_d_steps_update_the_discriminator_k_times_per_generator_step(tmp_path, mnist):
     cfg = resolve("wgan-gp", **{**TINY, "max_steps": 3, "d_steps": 4})
     state = load_checkpoint(train(cfg, small(mnist), tmp_path).checkpoint)

@@ -111,3 +111,29 @@ def test_no_evaluations_when_eval_every_is_0(settings):
     assert job.state == store.SUCCEEDED
     assert (job.metrics, job.best_metrics, job.warnings) == (None, None, [])
     assert not (settings.checkpoint_dir(job_id) / "best.pt").exists()
+
+
+def test_failures_are_told_apart_for_a_person():
+    import torch
+
+    from gan.checkpoint import CheckpointWriteError
+    from worker.tasks import failure_reason
+
+    cpu = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+        "memory: you tried to allocate 1644167168 bytes. Error code 12 (Cannot allocate memory)"
+    )
+    assert failure_reason(cpu) == (
+        "out of memory: DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+        "1644167168 bytes. Error code 12 (Cannot allocate memory); try a smaller batch_size or "
+        "width (or image_size, eval_samples), or a device with more memory"
+    )
+    cuda = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB.\nmore")
+    assert failure_reason(cuda).startswith("out of memory: CUDA out of memory. Tried to alloc")
+    assert failure_reason(MemoryError()).startswith("out of memory: MemoryError; try a smaller")
+    disk = CheckpointWriteError("could not write checkpoint step-00000010.pt in /x: No space")
+    assert failure_reason(disk) == str(disk)
+    full = OSError(28, "No space left on device")
+    assert failure_reason(full).endswith("No space left on device")
+    assert failure_reason(KeyError("x")) == "internal error: KeyError: 'x'"
+    assert failure_reason(RuntimeError("shapes do not match")).startswith("internal error")
