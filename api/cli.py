@@ -1,6 +1,8 @@
 """The ``gan`` command: ``gan serve`` (API plus one worker), ``gan worker``, ``gan db`` (the job
-store's schema migrations), ``gan keys`` (API keys), and the local commands of ``gan.cli``
-(``gan train``, ``gan sample``) that need no service."""
+store's schema migrations), ``gan keys`` (API keys), the local commands of ``gan.cli``
+(``gan train``, ``gan sample``) that need no service, and the client commands of ``api.remote``
+(``gan submit``, ``jobs``, ``status``, ``watch``, ``cancel``, ``resume``, ``delete``, and
+``gan sample`` of a job) that talk to one."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from api import remote
 from gan import cli as local_cli
 from worker.logs import setup_logging
 from worker.settings import get_settings
@@ -45,14 +48,22 @@ def access(host: str) -> str:
     return "open: no API keys configured, so anyone on this machine can use it (localhost only)"
 
 
-def serve(host: str, port: int, with_worker: bool) -> None:
-    """Run the API in this process and, unless told not to, one worker beside it."""
+# Seconds an idle keep-alive connection stays open. uvicorn's 5 s counts from when a response is
+# handed to the socket, so under load (a busy event loop, a full send buffer) a client's next
+# request on the connection could meet the close: the 64-client sampling load saw a few such
+# resets a minute (RELIABILITY.md). 75 s is what common proxies keep (nginx, load balancers).
+KEEP_ALIVE_S = 75
+
+
+def serve(host: str, port: int, with_worker: bool, processes: int = 1) -> None:
+    """Run the API (in this process, or ``processes`` processes sharing the port) and, unless
+    told not to, one worker beside it."""
     import uvicorn
 
     settings = get_settings()
     guard = access(host)
     print(
-        f"GAN service on http://{host}:{port} (API docs at /docs)\n"
+        f"GAN service on http://{host}:{port} (dashboard at /, API docs at /docs)\n"
         f"  job store  {settings.database_url}\n"
         f"  broker     {settings.broker_url}"
         + (f" ({settings.broker_dir})" if settings.broker_url.startswith("filesystem") else "")
@@ -66,7 +77,14 @@ def serve(host: str, port: int, with_worker: bool) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         # log_config=None: uvicorn's own loggers propagate to the lines setup_logging set up.
-        uvicorn.run("api.main:app", host=host, port=port, log_config=None)
+        uvicorn.run(
+            "api.main:app",
+            host=host,
+            port=port,
+            log_config=None,
+            workers=processes,
+            timeout_keep_alive=KEEP_ALIVE_S,
+        )
     except KeyboardInterrupt:  # Ctrl-C: uvicorn re-raises SIGINT the same way
         pass
     finally:
@@ -220,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--host", default=settings.host)
     serve_cmd.add_argument("--port", type=int, default=settings.port)
     serve_cmd.add_argument("--no-worker", action="store_true", help="run the API alone")
+    serve_cmd.add_argument(
+        "--processes",
+        type=int,
+        default=settings.api_processes,
+        help="API processes sharing the port (sampling is CPU work: one per core serves the "
+        "most; each keeps its own caches and rate limits)",
+    )
     worker_cmd = commands.add_parser("worker", help="run one training worker")
     worker_cmd.add_argument(
         "--gpu",
@@ -228,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_db_commands(commands)
     add_keys_commands(commands)
     local_cli.add_commands(commands)
+    remote.add_commands(commands)  # after gan.cli's: it extends `gan sample`
     return parser
 
 
@@ -243,7 +269,9 @@ def main(argv: list[str] | None = None) -> None:
         keys_command(args)
     elif args.command == "serve":
         migrate_job_store()
-        serve(args.host, args.port, with_worker=not args.no_worker)
+        serve(args.host, args.port, with_worker=not args.no_worker, processes=args.processes)
+    elif remote.run(args, parser):
+        pass
     elif not local_cli.run(args, parser):
         from worker.main import run_worker
 

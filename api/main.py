@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.errors import validation_error_handler
+from api.errors import http_error_handler, validation_error_handler
 from api.logcontext import JobLogContext
 from api.middleware import BodySizeLimit, CurlJSONBodies
 from api.prometheus import ApiMetrics, ObserveSamplingLatency
 from api.routes import (
     checkpoints,
+    dashboard,
     datasets,
     events,
     health,
@@ -34,6 +36,7 @@ each job belongs to the key that created it.
 def create_app() -> FastAPI:
     app = FastAPI(title="GAN training service", version="0.1.0", description=DESCRIPTION)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.state.metrics = ApiMetrics()  # this app's own Prometheus registry
     # Innermost first: the latency observer sees the scope the router fills in.
     app.add_middleware(ObserveSamplingLatency, histogram=app.state.metrics.sampling_latency)
@@ -49,6 +52,8 @@ def create_app() -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(health.router)
     app.include_router(prometheus.router)
+    app.include_router(dashboard.router)  # the web dashboard at /, its files at /ui
+    app.mount("/ui", dashboard.DashboardFiles(), name="ui")
     return app
 
 

@@ -11,6 +11,7 @@ a command runs, so ``gan serve`` starts without it.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -45,13 +46,28 @@ def add_commands(commands: Any) -> None:
         help="override a config field, e.g. --set loss=hinge --set lr_d=4e-4 (repeatable)",
     )
     sample_cmd = commands.add_parser("sample", help="write samples of a checkpoint to a file")
-    sample_cmd.add_argument("checkpoint", type=Path)
+    sample_cmd.add_argument("checkpoint", type=Path, help="a checkpoint file (step-*.pt, best.pt)")
     sample_cmd.add_argument("--n", type=int, default=64, help="number of samples")
     sample_cmd.add_argument("--seed", type=int, default=0)
-    sample_cmd.add_argument("--label", type=int, help="class of every sample (conditional)")
+    sample_cmd.add_argument(
+        "--label",
+        type=class_or_rows,
+        help='conditional models: the class of every sample, or "rows" for a row per class',
+    )
+    sample_cmd.add_argument("--truncation", type=float, help="redraw latents with |z| > this")
     sample_cmd.add_argument("--nrow", type=int, help="images per row of the grid")
     sample_cmd.add_argument("--no-ema", action="store_true", help="use the raw generator")
     sample_cmd.add_argument("--out", type=Path, required=True, help=".png grid or .npy array")
+
+
+def class_or_rows(text: str) -> int | str:
+    """``--label``: a class number, or "rows"."""
+    if text == "rows":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'a class number or "rows", not {text!r}') from None
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -125,16 +141,23 @@ def train_command(args: argparse.Namespace) -> None:
 def sample_command(args: argparse.Namespace) -> None:
     import torch
 
-    from gan.sample import generate, load_generator, npy_bytes, preview_png
+    from gan.sample import generate, generate_class_rows, load_generator, npy_bytes, preview_png
 
     G, _, step = load_generator(args.checkpoint, ema=not args.no_ema)
-    labels = None if args.label is None else torch.full((args.n,), args.label)
-    if labels is not None and not 0 <= args.label < G.num_classes:
-        raise SystemExit(f"--label must be a class of this generator (0..{G.num_classes - 1})")
-    samples = generate(G, args.n, args.seed, labels)
-    data = npy_bytes(samples) if args.out.suffix == ".npy" else preview_png(samples, args.nrow)
+    nrow = args.nrow
+    if args.label == "rows":  # a row per class, the same latent down each column
+        if not G.num_classes:
+            raise SystemExit("--label rows needs a class-conditional generator")
+        nrow = nrow or math.ceil(math.sqrt(args.n))
+        samples = generate_class_rows(G, nrow, args.seed, args.truncation)
+    else:
+        labels = None if args.label is None else torch.full((args.n,), args.label)
+        if labels is not None and not 0 <= args.label < G.num_classes:
+            raise SystemExit(f"--label must be a class of this generator (0..{G.num_classes - 1})")
+        samples = generate(G, args.n, args.seed, labels, args.truncation)
+    data = npy_bytes(samples) if args.out.suffix == ".npy" else preview_png(samples, nrow)
     args.out.write_bytes(data)
-    print(f"{args.n} samples of step {step} → {args.out}")
+    print(f"{len(samples)} samples of step {step} → {args.out}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -46,12 +46,24 @@ class Settings(BaseSettings):
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()
     # Jobs (created or resumed) each API key may start a minute, per API process.
     jobs_per_minute: int = Field(60, ge=1)
+    # Unknown API keys one client address may send a minute; past that it gets 429s (before its
+    # keys are even looked at) until its budget refills: keys cannot be guessed quickly.
+    bad_keys_per_minute: int = Field(10, ge=1)
+    # API processes `gan serve` runs, sharing its port (sampling is CPU work: one per core
+    # serves the most). Each keeps its own generator cache, rate limits and sampling histogram.
+    api_processes: int = Field(1, ge=1)
     # Where `gan serve` binds the API.
     host: str = "127.0.0.1"
     port: int = 8000
     # Log lines of the API and the worker: "text" (logfmt, key=value) or "json" (one object a
     # line); both carry timestamp, level, logger, job_id and message.
     log_format: Literal["text", "json"] = "text"
+    # The service the client commands (`gan submit`, `gan status`, `gan watch`, …) talk to.
+    url: str = "http://127.0.0.1:8000"
+    # Whether the worker also writes TensorBoard event files of each job (losses, logits,
+    # gradient norms, throughput, evaluations, a sample grid per checkpoint) to
+    # <artifacts_dir>/jobs/<id>/tensorboard/; needs the `tensorboard` extra.
+    tensorboard: bool = False
 
     @field_validator("api_keys", mode="before")
     @classmethod

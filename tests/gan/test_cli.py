@@ -43,6 +43,11 @@ def test_train_on_your_own_images(tmp_path, mnist_dir):
     state = load_checkpoint(checkpoint)
     assert state["data"] == {"shape": [1, 16, 16], "num_classes": 2}
     assert state["config"]["dataset"].startswith("ds-")
+    rows = tmp_path / "rows.npy"  # a row of 3 per class, the same latent down each column
+    main(["sample", str(checkpoint), "--label", "rows", "--nrow", "3", "--truncation", "1",
+          "--out", str(rows)])  # fmt: skip
+    samples = np.load(rows)
+    assert samples.shape == (6, 16, 16) and not np.array_equal(samples[:3], samples[3:])
 
 
 def test_bad_overrides_name_the_field(capsys):
