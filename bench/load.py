@@ -31,7 +31,6 @@ import itertools
 import json
 import math
 import shutil
-import subprocess
 import tempfile
 import time
 import uuid
@@ -44,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from tests.services import Service, free_port, parse_events, wait_for
+from tests.services import RedisServer, Service, parse_events, postgres_schema, wait_for
 
 TINY_JOB = {"dataset": "ring8", "max_steps": 5, "checkpoint_every": 5, "log_every": 5,
             "eval_every": 0}  # fmt: skip
@@ -277,41 +276,6 @@ def sampling_scenario(service: Service, clients: int, seconds: float) -> dict[st
 
 
 @contextmanager
-def redis_server(folder: Path) -> Iterator[str]:
-    """A redis-server of this run's own on a free port, without persistence; its URL."""
-    port = free_port()
-    log = open(folder / "redis.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(folder)], stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-@contextmanager
-def postgres_schema(url: str) -> Iterator[str]:
-    """A fresh schema in the PostgreSQL of ``url``, dropped afterwards; a URL that uses it."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    schema = f"load_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        scoped = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield scoped.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-
-@contextmanager
 def own_service(
     data_dir: Path, postgres: str, workers: int, threads: int = 1, keep: bool = False
 ) -> Iterator[Service]:
@@ -319,12 +283,14 @@ def own_service(
     Redis of their own and a fresh PostgreSQL schema; all removed afterwards (but the folder,
     with the processes' logs, when ``keep``)."""
     folder = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    broker = RedisServer(folder)
     try:
-        with redis_server(folder) as broker, postgres_schema(postgres) as database:
+        broker.start()
+        with postgres_schema(postgres) as database:
             env = {
                 "GAN_DATA_DIR": str(data_dir.resolve()),
                 "GAN_DATABASE_URL": database,
-                "GAN_BROKER_URL": broker,
+                "GAN_BROKER_URL": broker.url,
                 "GAN_LEASE_S": "10",
                 "GAN_RECONCILE_EVERY_S": "2",
                 # Workers on the CPU of one machine: one thread each, else their OpenMP thread
@@ -341,6 +307,7 @@ def own_service(
             finally:
                 service.stop()
     finally:
+        broker.stop()
         if keep:
             print(f"logs kept in {folder}", flush=True)
         else:

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import pytest
 import redis
 import torch
-from sqlalchemy import create_engine, text
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
-from tests.services import Service
+from tests.services import Service, postgres_schema
 from worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -93,17 +93,8 @@ def require_service(name: str, port: int) -> None:
 def postgres_url() -> Iterator[str]:
     """A URL of the real PostgreSQL whose search_path is a fresh schema, dropped afterwards."""
     require_service("PostgreSQL", make_url(POSTGRES_URL).port or 5432)
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with postgres_schema(POSTGRES_URL) as url:
+        yield url
 
 
 @pytest.fixture
@@ -145,3 +136,17 @@ def redis_postgres(tmp_path: Path, mnist_dir: Path, postgres_url: str) -> Iterat
     yield service
     service.stop()
     redis.Redis.from_url(broker).flushdb()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The real app in-process on the test's settings (SQLite, filesystem broker, tmp dirs)."""
+    from api.main import app
+    from worker.settings import get_settings
+
+    app.dependency_overrides[get_settings] = lambda: settings
+    try:
+        with TestClient(app) as client:
+            yield client
+    finally:
+        app.dependency_overrides.clear()

@@ -1,5 +1,7 @@
 """Real processes of the service for end-to-end and fault tests: ``Service`` starts `gan serve`
-and `gan worker` with their logs in files; helpers wait for conditions and read SSE streams."""
+and `gan worker` with their logs in files, ``RedisServer`` a Redis of a test's own, and
+``postgres_schema`` a fresh schema in PostgreSQL; helpers wait for conditions and read SSE
+streams."""
 
 from __future__ import annotations
 
@@ -9,11 +11,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 GAN = str(Path(sys.executable).with_name("gan"))  # the console script of this environment
 
@@ -126,3 +131,60 @@ def events_of(
     response = httpx.get(f"{service.url}/jobs/{job_id}/events", headers=headers, timeout=30)
     assert response.status_code == 200
     return [(kind, data) for _, kind, data in parse_events(response.text)]
+
+
+class RedisServer:
+    """A ``redis-server`` of the test's own, without persistence (as the machine's own runs), on
+    a free port: ``stop`` and ``start`` again is a restart that loses every message."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.folder / f"redis-{self.starts}.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for(self.answers, 10, "redis-server to answer")
+
+    def answers(self) -> bool:
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        """Shut it down without saving anything: whatever it held is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: redis-server exits; with --save "" it saves nothing
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=5)
+
+
+@contextmanager
+def postgres_schema(url: str) -> Iterator[str]:
+    """A fresh schema in the PostgreSQL of ``url``, dropped afterwards; a URL whose search_path
+    is that schema."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        scoped = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield scoped.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()

@@ -4,21 +4,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api.main import app
 from tests.services import Service
-from worker.settings import Settings, get_settings
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    app.dependency_overrides[get_settings] = lambda: settings
-    try:
-        with TestClient(app) as client:
-            yield client
-    finally:
-        app.dependency_overrides.clear()
 
 
 @pytest.fixture(scope="session")

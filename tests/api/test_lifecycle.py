@@ -1,12 +1,11 @@
 """Cancel, resume, delete, idempotent creation, paging, events, API keys and the rate limit,
 against the real app and job store (the worker's part is played by worker.store's own calls)."""
 
-import json
-
 import pytest
 
 from api.main import app
 from tests.api.test_jobs import queued_messages
+from tests.services import parse_events
 from worker import store
 from worker.settings import get_settings
 
@@ -140,13 +139,7 @@ def read_events(client, url, headers=None):
     with client.stream("GET", url, headers=headers or {}) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        text = "".join(response.iter_text())
-    events = []
-    for block in text.strip().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "event" in fields:
-            events.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
-    return events
+        return parse_events("".join(response.iter_text()))
 
 
 def test_events_replay_the_history_and_resume_after_last_event_id(client, settings):

@@ -11,60 +11,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
-from fastapi.testclient import TestClient
 
-from api.main import app
-from api.ratelimit import limiter_for
 from tests.conftest import REQUIRE_SERVICES
-from tests.services import Service, free_port, wait_for
-from worker.settings import Settings, get_settings
+from tests.services import RedisServer, Service
 
 FIGURES = os.environ.get("GAN_RELIABILITY_FIGURES")  # a JSON-lines file to append figures to
-
-
-class RedisServer:
-    """A ``redis-server`` of the test's own, without persistence (as the machine's own runs), on
-    a free port: ``stop`` and ``start`` again is a restart that loses every message."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        log = open(self.folder / f"redis-{self.starts}.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        wait_for(self.answers, 10, "redis-server to answer")
-
-    def answers(self) -> bool:
-        try:
-            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        """Shut it down without saving anything: whatever it held is gone."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: redis-server exits; with --save "" it saves nothing
-            self.process.wait(timeout=10)
-        self.process = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=5)
 
 
 @pytest.fixture
@@ -120,17 +77,3 @@ def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
         if FIGURES:
             with open(FIGURES, "a") as f:
                 f.write(line + "\n")
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    """The real app in-process on the test's settings (SQLite, filesystem broker, tmp dirs),
-    with fresh rate limiters."""
-    limiter_for.cache_clear()
-    app.dependency_overrides[get_settings] = lambda: settings
-    try:
-        with TestClient(app) as client:
-            yield client
-    finally:
-        app.dependency_overrides.clear()
-        limiter_for.cache_clear()
