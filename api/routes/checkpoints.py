@@ -11,7 +11,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator
 
 from api.deps import AUTH_RESPONSES, JobDep, SessionDep, SettingsDep
-from api.routes.samples import CHECKPOINT_PATTERN, checkpoint_errors, checkpoint_name
+from api.routes.samples import (
+    CHECKPOINT_HEADERS,
+    CHECKPOINT_PATTERN,
+    checkpoint_errors,
+    checkpoint_name,
+)
 from api.schemas import CheckpointList, CheckpointOut
 from worker import store
 
@@ -105,14 +110,7 @@ def _checkpoint_out(
                     "<job>-best-step-NNNNNNNN.pt for best).",
                     "schema": {"type": "string"},
                 },
-                "X-Checkpoint-Step": {
-                    "description": "Step of the checkpoint.",
-                    "schema": {"type": "integer"},
-                },
-                "X-Checkpoint": {
-                    "description": "How it was picked: latest, best or step.",
-                    "schema": {"type": "string", "enum": ["latest", "best", "step"]},
-                },
+                **CHECKPOINT_HEADERS,
             },
         },
         404: {

@@ -88,7 +88,7 @@ IfNoneMatchHeader = Annotated[
     ),
 ]
 
-COMMON_HEADERS = {
+CHECKPOINT_HEADERS = {
     "X-Checkpoint-Step": {
         "description": "Step of the checkpoint used.",
         "schema": {"type": "integer"},
@@ -97,6 +97,9 @@ COMMON_HEADERS = {
         "description": "How it was picked: latest, best or step.",
         "schema": {"type": "string", "enum": ["latest", "best", "step"]},
     },
+}
+COMMON_HEADERS = {
+    **CHECKPOINT_HEADERS,
     "X-Generator": {
         "description": "Which weights drew the samples: ema (the generator's moving average) "
         "or raw (ema=false, or the run kept no EMA).",

@@ -126,10 +126,6 @@ def test_openapi_documents_the_png_samples_and_the_spec(client):
     assert body["properties"]["lr_d"]["description"].startswith("Adam learning rate")
 
 
-def test_livez(client):
-    assert client.get("/livez").json() == {"status": "ok"}
-
-
 def test_documented_states_are_the_stores():
     assert get_args(JobState) == store.STATES
 
