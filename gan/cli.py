@@ -1,7 +1,12 @@
-"""Local commands that need no service: ``gan train`` and ``gan sample``.
+"""Local commands that need no service: ``gan train``, ``gan sample`` and ``gan evaluate``.
 
     gan train --preset stable --steps 3000 --out runs/stable [--set lr_d=3e-4 ...]
     gan sample runs/stable/step-00003000.pt --n 64 --out grid.png
+    gan evaluate runs/stable/best.pt --samples 5000
+
+``gan train`` scores the generator every ``eval_every`` steps as the worker does (FID and the rest
+of ``gan.evaluate`` for MNIST-like data) and prints each evaluation; ``gan evaluate`` scores any
+checkpoint. The judge they score with is trained on first use and cached in ``--judges``.
 
 ``python -m gan …`` runs the same commands where only torch is installed (a GPU box); the
 service's ``gan`` command adds them beside ``serve`` and ``worker``. torch is imported only when
@@ -11,6 +16,7 @@ a command runs, so ``gan serve`` starts without it.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -22,18 +28,28 @@ from typing import Any
 from gan.config import FIELD_TYPES, PRESETS, ConfigError, resolve
 
 
-def add_commands(commands: Any) -> None:
-    """Add ``train`` and ``sample`` to an argparse sub-parsers object."""
-    train_cmd = commands.add_parser("train", help="train a GAN locally, with a progress bar")
-    train_cmd.add_argument("--preset", default="stable", choices=list(PRESETS))
-    train_cmd.add_argument("--steps", type=int, help="max_steps (default: the preset's)")
-    train_cmd.add_argument("--out", type=Path, required=True, help="checkpoint folder")
-    train_cmd.add_argument(
+def _add_data_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
         "--data-dir",
         type=Path,
         default=Path(os.environ.get("GAN_DATA_DIR", "data")),
         help="folder with the datasets' files (default: $GAN_DATA_DIR or ./data)",
     )
+    cmd.add_argument(
+        "--judges",
+        type=Path,
+        default=Path(os.environ.get("GAN_JUDGES_DIR", Path.home() / ".cache/gan/judges")),
+        help="where judge networks are cached (default: $GAN_JUDGES_DIR or ~/.cache/gan/judges)",
+    )
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``train``, ``sample`` and ``evaluate`` to an argparse sub-parsers object."""
+    train_cmd = commands.add_parser("train", help="train a GAN locally, with a progress bar")
+    train_cmd.add_argument("--preset", default="stable", choices=list(PRESETS))
+    train_cmd.add_argument("--steps", type=int, help="max_steps (default: the preset's)")
+    train_cmd.add_argument("--out", type=Path, required=True, help="checkpoint folder")
+    _add_data_options(train_cmd)
     train_cmd.add_argument(
         "--images", type=Path, help="train on your images: a folder or a .zip (sub-folders=classes)"
     )
@@ -58,6 +74,14 @@ def add_commands(commands: Any) -> None:
     sample_cmd.add_argument("--nrow", type=int, help="images per row of the grid")
     sample_cmd.add_argument("--no-ema", action="store_true", help="use the raw generator")
     sample_cmd.add_argument("--out", type=Path, required=True, help=".png grid or .npy array")
+    evaluate_cmd = commands.add_parser(
+        "evaluate", help="score a checkpoint: FID, coverage, … (gan.evaluate), as JSON"
+    )
+    evaluate_cmd.add_argument("checkpoint", type=Path, help="a checkpoint (step-*.pt, best.pt)")
+    evaluate_cmd.add_argument("--samples", type=int, default=5000, help="samples to score")
+    evaluate_cmd.add_argument("--seed", type=int, default=0, help="of the latents and real halves")
+    evaluate_cmd.add_argument("--no-ema", action="store_true", help="use the raw generator")
+    _add_data_options(evaluate_cmd)
 
 
 def class_or_rows(text: str) -> int | str:
@@ -90,7 +114,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> bool:
     """Run ``args.command`` if it is one of these (False when it is not); a bad config field
     ends the program with the parser's usage error naming it."""
-    commands = {"train": train_command, "sample": sample_command}
+    commands = {"train": train_command, "sample": sample_command, "evaluate": evaluate_command}
     if args.command not in commands:
         return False
     try:
@@ -102,7 +126,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> bool:
 
 def train_command(args: argparse.Namespace) -> None:
     from gan.data import ingest_images, load_dataset
-    from gan.train import Progress, train
+    from gan.evaluate import make_evaluator
+    from gan.train import Progress, pick_device, train
 
     overrides = parse_overrides(args.set)
     if args.steps is not None:
@@ -117,10 +142,21 @@ def train_command(args: argparse.Namespace) -> None:
     dataset = load_dataset(
         cfg.dataset, args.data_dir, uploads_dir=uploads, image_size=cfg.image_size
     )
+    evaluator = None
+    if cfg.eval_every > 0:  # the judge, where the data has one, is trained on first use
+        evaluator = make_evaluator(
+            dataset, data_dir=args.data_dir, cache_dir=args.judges, samples=cfg.eval_samples,
+            seed=cfg.seed, device=pick_device(cfg.device),
+        )  # fmt: skip
     print(f"training {args.preset} on {dataset.name} ({len(dataset.data)} samples) → {args.out}")
     start = time.perf_counter()
+    shown: list[int | None] = [None]  # step of the evaluation printed last
 
     def bar(p: Progress) -> None:
+        if p.metrics_step is not None and p.metrics_step != shown[0]:
+            shown[0] = p.metrics_step
+            line = {"step": p.metrics_step, "wall_s": round(time.perf_counter() - start, 1)}
+            print(f"\r{json.dumps(line | p.metrics)}", file=sys.stderr, flush=True)
         done = p.step / p.total_steps
         filled = int(30 * done)
         elapsed = time.perf_counter() - start
@@ -134,7 +170,7 @@ def train_command(args: argparse.Namespace) -> None:
             flush=True,
         )
 
-    result = train(cfg, dataset, args.out, progress=bar)
+    result = train(cfg, dataset, args.out, progress=bar, evaluator=evaluator)
     print(f"\ndone: step {result.step} in {time.perf_counter() - start:.1f}s → {result.checkpoint}")
 
 
@@ -158,6 +194,25 @@ def sample_command(args: argparse.Namespace) -> None:
     data = npy_bytes(samples) if args.out.suffix == ".npy" else preview_png(samples, nrow)
     args.out.write_bytes(data)
     print(f"{len(samples)} samples of step {step} → {args.out}")
+
+
+def evaluate_command(args: argparse.Namespace) -> None:
+    from gan.data import load_dataset
+    from gan.evaluate import make_evaluator
+    from gan.sample import load_generator
+    from gan.train import pick_device
+
+    device = pick_device("auto")
+    G, cfg, step = load_generator(args.checkpoint, str(device), ema=not args.no_ema)
+    dataset = load_dataset(
+        cfg.dataset, args.data_dir, uploads_dir=args.checkpoint.parent / "datasets",
+        image_size=cfg.image_size,
+    )  # fmt: skip
+    evaluator = make_evaluator(
+        dataset, data_dir=args.data_dir, cache_dir=args.judges, samples=args.samples,
+        seed=args.seed, device=device,
+    )  # fmt: skip
+    print(json.dumps({"checkpoint": str(args.checkpoint), "step": step, **evaluator(G)}))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -70,6 +70,19 @@ def mnist(mnist_dir: Path) -> Dataset:
     return load_dataset("mnist", mnist_dir, download=False)
 
 
+@pytest.fixture(scope="session")
+def quick_mnist_judge(tmp_path_factory: pytest.TempPathFactory, mnist: Dataset) -> Path:
+    """A real MNIST judge trained for a few steps (the worker's own takes a minute): good enough
+    to score samples, so evaluations run their whole course quickly."""
+    from gan.judge import save_judge, train_judge
+
+    judge, _ = train_judge(mnist.data[:2000], mnist.labels[:2000], steps=20, num_classes=10)
+    judge.dataset = "mnist"
+    path = tmp_path_factory.mktemp("judges") / "judge-mnist.pt"
+    save_judge(judge, path)
+    return path
+
+
 def first(dataset: Dataset, n: int) -> Dataset:
     """The first ``n`` samples of ``dataset``."""
     return dataclasses.replace(dataset, data=dataset.data[:n], labels=dataset.labels[:n])

@@ -1,4 +1,6 @@
 import io
+import json
+import re
 import zipfile
 
 import numpy as np
@@ -23,6 +25,26 @@ def test_train_then_sample_a_grid(tmp_path, mnist_dir, capsys):
     assert Image.open(tmp_path / "g.png").size == (2 + 3 * 30, 2 + 2 * 30)
     main(["sample", str(checkpoint), "--n", "5", "--out", str(tmp_path / "x.npy")])
     assert np.load(tmp_path / "x.npy").shape == (5, 28, 28)
+
+
+def test_train_prints_evaluations_and_evaluate_scores_a_checkpoint(
+    tmp_path, mnist_dir, quick_mnist_judge, capsys
+):
+    out = tmp_path / "run"
+    judges = ["--data-dir", str(mnist_dir), "--judges", str(quick_mnist_judge.parent)]
+    evaluations = ["--set", "eval_every=2", "--set", "eval_samples=100"]
+    main(["train", "--preset", "classic", "--steps", "4", "--out", str(out), *judges,
+          "--set", "log_every=2", *evaluations])  # fmt: skip
+    lines = [json.loads(m) for m in re.findall(r"\{.*\}", capsys.readouterr().err)]
+    assert [line["step"] for line in lines] == [2, 4]
+    assert all(line["fid"] > line["fid_baseline"] > 0 and line["coverage"] >= 1 for line in lines)
+
+    main(["evaluate", str(out / "best.pt"), "--samples", "100", *judges])
+    scored = json.loads(capsys.readouterr().out)
+    best = min(lines, key=lambda line: line["fid"])
+    assert scored["step"] == best["step"]
+    # same latents and reals (seed 0 as the run's), same generator: the run's own figures
+    assert scored["fid"] == pytest.approx(best["fid"], rel=1e-4)
 
 
 def test_train_on_your_own_images(tmp_path, mnist_dir):
