@@ -74,7 +74,8 @@ class WarningOut(BaseModel):
     code: str = Field(
         description="What was flagged: diverged (a loss or weight became non-finite and the run "
         "rolled back with lower learning rates), vanishing_gradients (D saturated: D(x) → 1, "
-        "D(G(z)) → 0 for a window), mode_collapse (coverage or sample diversity dropped) or "
+        "D(G(z)) → 0 for a window), mode_collapse (coverage or sample diversity, overall or "
+        "within a class, dropped) or "
         "checkpoint_corrupt (the newest checkpoint was truncated or damaged, its checksum did "
         "not match, when the run resumed: it went on from the previous good one, and the step "
         "is that of the corrupt one)."

@@ -64,8 +64,11 @@ class TrainConfig:
     arch: Arch = _f("mlp", "mlp: textbook MLPs; dcgan: transposed-conv G, strided-conv D")
     latent_dim: int = _f(100, "size of z ~ N(0, I)")
     width: int = _f(64, "dcgan: channels of D's first and G's last hidden layer (mlp ignores it)")
+    depth: int = _f(0, "dcgan: extra 3x3 conv layers at each resolution of G and D (mlp: none)")
     conditional: Conditional = _f(
-        "none", "class conditioning: G gets a label embedding; D uses projection or an AC head"
+        "none",
+        "class conditioning: G gets the label (dcgan: conditional batch norm; mlp: an "
+        "embedding concatenated to z); D uses projection or an AC head",
     )
     spectral_norm: SpectralNorm = _f("none", "spectral normalisation of D's layers, or of G's too")
     # --- loss ---
@@ -191,6 +194,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "image_size": (0, 128),
     "latent_dim": (1, 1024),
     "width": (4, 512),
+    "depth": (0, 4),
     "gp_weight": (0.0, 1000.0),
     "clip_value": (1e-6, 10.0),
     "r1_gamma": (0.0, 1000.0),
@@ -312,8 +316,8 @@ PRESETS["stable"] = Preset(
     _stable(),
 )
 PRESETS["stable-conditional"] = Preset(
-    "`stable` with class conditioning: a label embedding in G and a projection discriminator; "
-    "samples can be asked for by class.",
+    "`stable` with class conditioning: conditional batch norm in G (a per-class gain and bias "
+    "after each batch norm) and a projection discriminator; samples can be asked for by class.",
     _stable(conditional="projection"),
 )
 

@@ -2,9 +2,13 @@
 
 Every dataset gets ``diversity``: the mean pairwise L2 distance of the first 256 samples (as G
 outputs them: images in [−1, 1], points as they are) divided by the same for 256 real samples;
-≈ 1 when G spreads like the data, → 0 as it collapses. What else a dataset gets (``gan.metrics``)
-depends on what it can be compared with; ``key`` names the metric the best checkpoint is chosen
-by (lower is better):
+≈ 1 when G spreads like the data, → 0 as it collapses. A class-conditional G also gets
+``class_diversity``: the same ratio within each class (up to 64 samples of it against 64 reals of
+it), averaged over the classes. A conditional G that ignores z draws one image per class: its
+``diversity`` stays high (the classes differ) while its ``class_diversity`` falls towards 0.
+
+What else a dataset gets (``gan.metrics``) depends on what it can be compared with; ``key``
+names the metric the best checkpoint is chosen by (lower is better):
 
 - mnist, fashion-mnist, kmnist at 1x28x28: the judge's ``score_images`` (fid, fid_baseline,
   classifier_score, coverage, class_kl, precision, recall, mean_confidence); key "fid".
@@ -17,6 +21,7 @@ by (lower is better):
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +41,7 @@ from gan.models import Generator
 
 BATCH_SIZE = 1000  # samples generated per forward pass
 DIVERSITY_SAMPLES = 256
+CLASS_DIVERSITY_SAMPLES = 64  # per class
 MIN_SAMPLES = 10
 # Kind of dataset (metric_kind) → the metric the best checkpoint is chosen by (lower is better).
 KEYS: dict[str | None, str | None] = {
@@ -98,6 +104,15 @@ class Evaluator:
         self.real_spread = mean_pairwise_distance(to_unit_range(real) if dataset.is_image else real)
         if not self.real_spread > 0:
             raise ValueError(f"{dataset.name}: all its samples are equal, diversity is undefined")
+        # The spread of each class's reals (NaN where a class has fewer than 2 or no spread).
+        self.class_spread = torch.full((dataset.num_classes,), math.nan)
+        labels = dataset.labels[perm]
+        for c in labels.unique().tolist():
+            members = perm[labels == c][:CLASS_DIVERSITY_SAMPLES]
+            if len(members) >= 2:
+                x = dataset.data[members]
+                spread = mean_pairwise_distance(to_unit_range(x) if dataset.is_image else x)
+                self.class_spread[c] = spread if spread > 0 else math.nan
 
         # What the kind adds to diversity: a function of G's float samples (on the CPU).
         self._metrics: Callable[[Tensor], dict[str, float]] = lambda fake: {}
@@ -148,7 +163,19 @@ class Evaluator:
         fake = self.generate(G)
         metrics = self._metrics(fake)
         metrics["diversity"] = mean_pairwise_distance(fake[:DIVERSITY_SAMPLES]) / self.real_spread
+        if G.num_classes and G.num_classes == len(self.class_spread):
+            metrics["class_diversity"] = self.class_diversity(fake, G.num_classes)
         return metrics
+
+    def class_diversity(self, fake: Tensor, num_classes: int) -> float:
+        """Mean over classes of (spread of the fakes of class c) / (spread of the reals of c);
+        ``fake`` as ``generate`` makes them, sample i of class i % num_classes."""
+        ratios = []
+        for c in range(num_classes):
+            mine = fake[c::num_classes][:CLASS_DIVERSITY_SAMPLES]
+            if len(mine) >= 2 and math.isfinite(self.class_spread[c]):
+                ratios.append(mean_pairwise_distance(mine) / float(self.class_spread[c]))
+        return sum(ratios) / len(ratios) if ratios else math.nan
 
 
 def make_evaluator(

@@ -48,15 +48,21 @@ class Generator(nn.Module):
     """(z (B, latent_dim), labels (B,) or None) → samples (B, *shape).
 
     A conditional G (num_classes > 0) concatenates Embedding(num_classes, min(latent_dim, 128))(y)
-    to z, so ``net`` sees ``input_dim`` features; an unconditional G ignores labels.
+    to z, so ``net`` sees ``input_dim`` features, unless ``embed_input`` is False: then the
+    subclass conditions its layers itself (DCGAN: ``ClassAffine``). An unconditional G ignores
+    labels.
     """
 
     net: nn.Module  # set by subclasses: (B, input_dim) → (B, prod(shape)) or (B, *shape)
 
-    def __init__(self, latent_dim: int, shape: tuple[int, ...], num_classes: int = 0) -> None:
+    def __init__(
+        self, latent_dim: int, shape: tuple[int, ...], num_classes: int = 0,
+        embed_input: bool = True,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.latent_dim, self.shape, self.num_classes = latent_dim, tuple(shape), num_classes
-        self.embed = nn.Embedding(num_classes, min(latent_dim, 128)) if num_classes else None
+        embed = num_classes and embed_input
+        self.embed = nn.Embedding(num_classes, min(latent_dim, 128)) if embed else None
         self.input_dim = latent_dim + (self.embed.embedding_dim if self.embed is not None else 0)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -71,13 +77,17 @@ class Discriminator(nn.Module):
     """(x (B, *shape), labels (B,) or None) → (logits (B,), class_logits (B, K) or None).
 
     ``features`` maps x to h (B, feature_dim); ``head`` = Linear(feature_dim, 1) gives ψ(h).
-    "projection" adds ⟨embed(y), h⟩ with embed = Embedding(K, feature_dim); "acgan" adds a class
-    head Linear(feature_dim, K) whose output is class_logits. Otherwise labels are ignored.
+    "projection" adds ⟨embed(y), pool(h)⟩ with embed = Embedding(K, pooled_dim); "acgan" adds a
+    class head Linear(feature_dim, K) whose output is class_logits. Otherwise labels are ignored.
+    ``pool`` (identity unless given) is where a conv D sums its feature map over positions, as
+    Miyato & Koyama do: a projection onto the flattened map would be a per-class pixel template,
+    which G satisfies with one image per class (measured: BENCHMARKS.md).
     """
 
     def __init__(
         self, features: nn.Module, feature_dim: int, num_classes: int = 0,
-        conditional: Conditional = "none",
+        conditional: Conditional = "none", pool: nn.Module | None = None,
+        pooled_dim: int | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         if conditional != "none" and num_classes < 1:
@@ -86,8 +96,9 @@ class Discriminator(nn.Module):
         self.conditional = conditional
         self.features = features
         self.head = nn.Linear(feature_dim, 1)
+        self.pool = pool if pool is not None else nn.Identity()
         proj, acgan = conditional == "projection", conditional == "acgan"
-        self.embed = nn.Embedding(num_classes, feature_dim) if proj else None
+        self.embed = nn.Embedding(num_classes, pooled_dim or feature_dim) if proj else None
         self.classifier = nn.Linear(feature_dim, num_classes) if acgan else None
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
@@ -96,9 +107,20 @@ class Discriminator(nn.Module):
         if self.embed is not None:
             if labels is None:
                 raise ValueError("this projection discriminator needs labels (B,)")
-            logits = logits + (self.embed(labels) * h).sum(1)
+            logits = logits + (self.embed(labels) * self.pool(h)).sum(1)
         class_logits = self.classifier(h) if self.classifier is not None else None
         return logits, class_logits
+
+
+class SpatialSum(nn.Module):
+    """(B, C·H·W) flattened feature maps → (B, C): each channel summed over positions."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h.view(len(h), self.channels, -1).sum(2)
 
 
 class MLPGenerator(Generator):
@@ -163,49 +185,110 @@ def _dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class DCGANGenerator(Generator):
-    """z' → Linear(2w·(s/4)²) → BN → ReLU → (2w, s/4, s/4) → ConvT(2w→w, 4, 2, 1) → BN → ReLU
-    → ConvT(w→C, 4, 2, 1) → Tanh → (C, s, s); w = width (MNIST, w=64: 128×7×7 → 64×14×14 → 1×28×28).
+class ClassAffine(nn.Module):
+    """Conditional batch norm's class part: h · (1 + γ_y) + β_y per feature or channel, with
+    (γ_y, β_y) = Embedding(K, 2C)(y), initialised N(0, 0.02) (near the identity, as DCGAN's other
+    weights). It follows a batch norm:
+    the label shifts and scales the normalised features instead of entering before the norm,
+    where its spread across classes would dominate the batch's variance and scale z's part down
+    (concatenated labels made the DCGAN G ignore z and draw one image per class: BENCHMARKS.md).
     """
 
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, 2 * channels)
+        nn.init.normal_(self.embed.weight, 0.0, 0.02)
+
+    def forward(self, h: Tensor, labels: Tensor) -> Tensor:
+        gamma, beta = self.embed(labels).view(len(h), 2, -1, *([1] * (h.ndim - 2))).unbind(1)
+        return h * (1 + gamma) + beta
+
+
+class DCGANGenerator(Generator):
+    """z → Linear(2w·(s/4)²) → BN → ReLU → (2w, s/4, s/4) → ConvT(2w→w, 4, 2, 1) → BN → ReLU
+    → ConvT(w→C, 4, 2, 1) → Tanh → (C, s, s); w = width (MNIST, w=64: 128×7×7 → 64×14×14 → 1×28×28).
+    ``depth`` adds that many Conv(3, 1, 1) → BN → ReLU blocks at s/4 and at s/2, before each
+    upsampling (as in SNGAN's "standard CNN"); each block costs about what the whole G did.
+    A conditional G takes z alone and follows every BN with a ``ClassAffine`` of the label.
+    """
+
+    net: nn.Sequential
+
     def __init__(
-        self, latent_dim: int, shape: tuple[int, ...], num_classes: int = 0, width: int = 64
-    ) -> None:
+        self, latent_dim: int, shape: tuple[int, ...], num_classes: int = 0, width: int = 64,
+        depth: int = 0,
+    ) -> None:  # fmt: skip
         _check_dcgan_shape(shape)
-        super().__init__(latent_dim, shape, num_classes)
+        super().__init__(latent_dim, shape, num_classes, embed_input=False)
         c, q = shape[0], shape[1] // 4
+
+        def norm(channels: int, bn: type[nn.BatchNorm1d | nn.BatchNorm2d]) -> list[nn.Module]:
+            affine = [ClassAffine(channels, num_classes)] if num_classes else []
+            return [bn(channels), *affine]
+
         self.net = nn.Sequential(
             nn.Linear(self.input_dim, 2 * width * q * q, bias=False),  # BN follows: no bias
-            nn.BatchNorm1d(2 * width * q * q),
+            *norm(2 * width * q * q, nn.BatchNorm1d),
             nn.ReLU(),
             nn.Unflatten(1, (2 * width, q, q)),
+            *_conv3_blocks(2 * width, depth, lambda: norm(2 * width, nn.BatchNorm2d), nn.ReLU),
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(width),
+            *norm(width, nn.BatchNorm2d),
             nn.ReLU(),
+            *_conv3_blocks(width, depth, lambda: norm(width, nn.BatchNorm2d), nn.ReLU),
             nn.ConvTranspose2d(width, c, 4, 2, 1),
             nn.Tanh(),
         )
         _dcgan_init(self.net)
 
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        if not self.num_classes:
+            return super().forward(z, labels)
+        if labels is None:
+            raise ValueError("this generator is class-conditional: pass labels (B,)")
+        h = z
+        for layer in self.net:
+            h = layer(h, labels) if isinstance(layer, ClassAffine) else layer(h)
+        return h.view(-1, *self.shape)
+
+
+def _conv3_blocks(
+    channels: int, depth: int, norm: Callable[[], list[nn.Module]] | None,
+    act: Callable[[], nn.Module],
+) -> list[nn.Module]:  # fmt: skip
+    """``depth`` × [Conv(channels→channels, 3, 1, 1), *norm(), act]: more layers at one
+    resolution (no bias before a norm)."""
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers.append(nn.Conv2d(channels, channels, 3, 1, 1, bias=norm is None))
+        layers += [*norm(), act()] if norm is not None else [act()]
+    return layers
+
 
 class DCGANDiscriminator(Discriminator):
     """(C, s, s) → Conv(C→w, 4, 2, 1) → LReLU(0.2) → Conv(w→2w, 4, 2, 1) → LReLU(0.2) → flatten
     to h, 2w·(s/4)² features (MNIST, w=64: 64×14×14 → 128×7×7 = 6272) → Linear(·, 1). No norms.
+    ``depth`` adds that many Conv(3, 1, 1) → LReLU(0.2) blocks after each strided conv.
     """
 
     def __init__(
         self, shape: tuple[int, ...], num_classes: int = 0, conditional: Conditional = "none",
-        width: int = 64,
+        width: int = 64, depth: int = 0,
     ) -> None:  # fmt: skip
         _check_dcgan_shape(shape)
         features = nn.Sequential(
             nn.Conv2d(shape[0], width, 4, 2, 1),
             nn.LeakyReLU(0.2),
+            *_conv3_blocks(width, depth, None, _lrelu),
             nn.Conv2d(width, 2 * width, 4, 2, 1),
             nn.LeakyReLU(0.2),
+            *_conv3_blocks(2 * width, depth, None, _lrelu),
             nn.Flatten(),
         )
-        super().__init__(features, 2 * width * (shape[1] // 4) ** 2, num_classes, conditional)
+        super().__init__(
+            features, 2 * width * (shape[1] // 4) ** 2, num_classes, conditional,
+            pool=SpatialSum(2 * width), pooled_dim=2 * width,
+        )  # fmt: skip
         _dcgan_init(self)  # embeddings keep torch's N(0, 1)
 
 
@@ -238,10 +321,10 @@ def build_models(
     elif cfg.arch == "mlp":
         G, D = MLPGenerator(cfg.latent_dim, shape, k), MLPDiscriminator(shape, k, cond)
     else:
-        G = DCGANGenerator(cfg.latent_dim, shape, k, cfg.width)
-        D = DCGANDiscriminator(shape, k, cond, cfg.width)
+        G = DCGANGenerator(cfg.latent_dim, shape, k, cfg.width, cfg.depth)
+        D = DCGANDiscriminator(shape, k, cond, cfg.width, cfg.depth)
     if cfg.spectral_norm in ("d", "both"):
         _add_spectral_norm(D, (nn.Linear, nn.Conv2d, nn.Embedding))
     if cfg.spectral_norm == "both":
-        _add_spectral_norm(G, (nn.Linear, nn.ConvTranspose2d))
+        _add_spectral_norm(G, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))
     return G, D

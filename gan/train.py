@@ -233,7 +233,14 @@ def train(
     latest, state, corrupt = newest_readable_checkpoint(out_dir, device)
     if latest is not None and state is not None:
         monitor = Monitor.from_state_dict(state["monitor"])
-        step = restore(state)
+        try:
+            step = restore(state)
+        except RuntimeError as e:  # shapes of another network layout (an older version's)
+            raise TrainingError(
+                f"{latest.name} holds networks of a different layout than this version builds "
+                f"for this config, so the run cannot resume from it (its generator still "
+                f"samples); start a new job to train further. {str(e).splitlines()[0]}"
+            ) from None
         log.info("resumed from %s at step %d", latest.name, step)
     for bad_step, problem in corrupt:  # newer checkpoints that could not be read, moved aside
         monitor.checkpoint_corrupt(bad_step, problem, step)

@@ -115,6 +115,13 @@ def test_conditional_generator_gets_balanced_labels(judge, mnist, unseen):
     given = torch.cat([y for _, _, y in G.calls if y is not None])
     torch.testing.assert_close(given, torch.arange(1000) % 10, rtol=0, atol=0)
     assert metrics["coverage"] == 10 and metrics["class_kl"] < 0.05
+    assert metrics["class_diversity"] == pytest.approx(1.0, abs=0.1)  # each class's real digits
+    assert metrics["diversity"] == pytest.approx(1.0, abs=0.05)
+
+    # One image per class, whatever z: the classes still differ, each class has no spread.
+    one_each = Replay(bank[:, :1], num_classes=10)
+    collapsed = Evaluator(mnist, judge, samples=1000)(one_each)
+    assert collapsed["class_diversity"] == 0.0 and collapsed["diversity"] > 0.8
 
 
 @pytest.mark.parametrize(

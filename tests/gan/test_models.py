@@ -80,6 +80,23 @@ def test_point_mlp_layer_sizes():
     assert sum(isinstance(m, nn.LeakyReLU) for m in D.modules()) == 3
 
 
+@pytest.mark.parametrize("shape", IMAGE_SHAPES, ids=str)
+def test_dcgan_depth_adds_3x3_convs_at_each_resolution(shape):
+    G, D = make(shape, arch="dcgan", depth=2, conditional="projection", spectral_norm="both")
+    g_convs = [m for m in G.modules() if isinstance(m, nn.Conv2d)]
+    d_convs = [m for m in D.modules() if isinstance(m, nn.Conv2d)]
+    # width 8: two 16-channel blocks at s/4 and two 8-channel blocks at s/2 in G; D mirrors them
+    assert [(m.in_channels, m.kernel_size[0]) for m in g_convs] == [(16, 3)] * 2 + [(8, 3)] * 2
+    assert [m.in_channels for m in d_convs] == [shape[0], 8, 8, 8, 16, 16]
+    assert all(parametrize.is_parametrized(m) for m in g_convs + d_convs)  # spectral_norm="both"
+    z, y = batch(G)
+    x = G(z, y)
+    logits, _ = D(x, y)
+    assert x.shape == (B, *shape) and logits.shape == (B,)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in G.parameters() if p.requires_grad)
+
+
 def test_dcgan_layer_sizes_and_init():
     G, D = make((1, 28, 28), num_classes=0, arch="dcgan", width=64)
     convs = [m for m in G.modules() if isinstance(m, nn.ConvTranspose2d)]
@@ -126,9 +143,14 @@ def test_projection_logits_by_hand(arch, shape, spectral_norm):
     with torch.no_grad():
         h = D.features(x)
         W, b, E = D.head.weight, D.head.bias, D.embed.weight  # ψ(h) = W·h + b
+        if arch == "dcgan":  # the projection sees each channel summed over the 7x7 positions
+            pooled = h.view(4, E.shape[1], 7 * 7).sum(2)
+            assert E.shape[1] == 2 * 8  # width 8
+        else:
+            pooled = h
         expected = torch.stack(
             [sum(W[0, j] * h[i, j] for j in range(h.shape[1])) + b[0] for i in range(4)]
-        ) + torch.einsum("bf,bf->b", E[y], h)
+        ) + torch.einsum("bf,bf->b", E[y], pooled)
     assert class_logits is None
     assert_close(logits, expected, rtol=1e-4, atol=1e-5)
     other, _ = D(x, (y + 1) % K)
@@ -184,7 +206,8 @@ def test_spectral_norm(arch, shape, which):
     assert_close(torch.stack(d_sigmas), torch.ones(d_layers), rtol=0, atol=0.03)
     if which == "both":
         assert_close(torch.stack(g_sigmas), torch.ones(g_layers), rtol=0, atol=0.03)
-    assert G.embed is not None and not parametrize.is_parametrized(G.embed)  # labels: no SN
+    embeddings = [m for m in G.modules() if isinstance(m, nn.Embedding)]  # labels: no SN
+    assert embeddings and not any(parametrize.is_parametrized(m) for m in embeddings)
 
 
 def test_no_spectral_norm_by_default():

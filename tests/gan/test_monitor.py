@@ -68,6 +68,13 @@ def test_collapse_is_flagged_by_diversity_or_by_lost_classes():
     )
     assert codes(points) == [("mode_collapse", 60)]
 
+    conditional = Monitor(key="fid")  # a class-conditional G that draws one image per class
+    conditional.observe_evaluation(
+        70, {"fid": 300.0, "coverage": 10.0, "diversity": 0.85, "class_diversity": 0.26}
+    )
+    assert codes(conditional) == [("mode_collapse", 70)]
+    assert "(0.26 within a class)" in conditional.warnings[0].message
+
 
 def test_rollbacks_halve_the_learning_rates_and_say_so(caplog):
     monitor = Monitor(key=None)

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 from torch.testing import assert_close
 
+from gan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gan.config import resolve
 from gan.sample import (
     generate,
@@ -147,3 +148,15 @@ def test_class_rows_of_a_conditional_generator(tmp_path, mnist):
     )
     with pytest.raises(ValueError, match="not class-conditional"):
         generate_class_rows(unconditional, 3, 0)
+
+
+def test_a_generator_of_another_layout_is_a_checkpoint_error(tmp_path, mnist):
+    # An older version's conditional DCGAN G took the label concatenated to z.
+    cfg = resolve("stable-conditional", max_steps=1, width=8, batch_size=16, log_every=1)
+    path = train(cfg, first(mnist, 128), tmp_path).checkpoint
+    state = load_checkpoint(path)
+    state["generator_ema"]["embed.weight"] = torch.zeros(10, 100)
+    save_checkpoint(state, path)
+    with pytest.raises(CheckpointError, match="different layout"):
+        read_generator(path)
+    assert read_generator(path, ema=False).step == 1  # the raw generator still loads

@@ -52,7 +52,7 @@ def weights(path):
 EXACT_CASES: dict[str, tuple[str, dict]] = {
     "classic": ("classic", {}),
     "stable": ("stable", {"augment": "translation"}),  # dcgan, SN, hinge, TTUR, EMA
-    "stable-conditional": ("stable-conditional", {}),  # label embedding + projection D
+    "stable-conditional": ("stable-conditional", {}),  # conditional BN in G + projection D
     "wgan-gp": ("wgan-gp", {"d_steps": 2, "reg_every": 2, "instance_noise": 0.1}),
     "wgan-clip": ("dcgan", {"loss": "wgan", "augment": "translation,cutout", "grad_clip": 1.0}),
     "acgan-lsgan": (
@@ -137,6 +137,19 @@ def test_a_run_whose_every_checkpoint_is_corrupt_starts_over(tmp_path, mnist):
     assert result.step == 6
     [warning] = reports[-1].warnings
     assert warning.step == 4 and "went on from the start, repeating 4 steps" in warning.message
+
+
+def test_a_checkpoint_of_another_network_layout_fails_with_a_reason(tmp_path, mnist):
+    # An older version's projection D embedded the flattened 7x7 map (K, 2w·49): not resumable.
+    cfg = resolve("stable-conditional", **TINY, max_steps=3)
+    train(cfg, small(mnist), tmp_path)
+    [(step, path)] = list_checkpoints(tmp_path)
+    state = load_checkpoint(path)
+    state["discriminator"]["embed.weight"] = torch.zeros(10, 16 * 49)
+    save_checkpoint(state, path)
+    with pytest.raises(TrainingError, match=r"different layout.*start a new job"):
+        train(dataclasses.replace(cfg, max_steps=6), small(mnist), tmp_path)
+    assert load_generator(path)[2] == step  # its generator still samples
 
 
 def test_d_steps_update_the_discriminator_k_times_per_generator_step(tmp_path, mnist):
