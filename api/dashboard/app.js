@@ -579,7 +579,7 @@ const CHARTS = [
 const EVAL_CHARTS = [
   { title: "FID", series: [{ key: "fid", name: "FID" }, { key: "fid_baseline", name: "real data" }], log: true, note: "lower is better" },
   { title: "Coverage", series: [{ key: "coverage", name: "classes" }], note: "classes the samples cover" },
-  { title: "Precision, recall, diversity", series: [{ key: "precision", name: "precision" }, { key: "recall", name: "recall" }, { key: "diversity", name: "diversity" }] },
+  { title: "Precision, recall, diversity", series: [{ key: "precision", name: "precision" }, { key: "recall", name: "recall" }, { key: "diversity", name: "diversity" }, { key: "class_diversity", name: "within a class" }] },
   { title: "Mode KL", series: [{ key: "mode_kl", name: "mode KL" }, { key: "kl", name: "KL" }], note: "lower is better" },
   { title: "Modes", series: [{ key: "modes", name: "modes" }], note: "modes the samples cover" },
 ];
@@ -730,8 +730,11 @@ function jobView(id) {
 
   function renderCharts() {
     const every = job?.config?.eval_every ?? 0;
-    const has = (c) => points.some((p) => c.series.some((ser) => p[ser.key] !== undefined && p[ser.key] !== null));
-    const evaluations = EVAL_CHARTS.filter(has);
+    const measured = (ser) => points.some((p) => p[ser.key] !== undefined && p[ser.key] !== null);
+    // The evaluation charts with data, each with only the series it has (class_diversity is
+    // for conditional generators alone).
+    const evaluations = EVAL_CHARTS.filter((c) => c.series.some(measured))
+      .map((c) => ({ ...c, series: c.series.filter(measured) }));
     replace(charts,
       CHARTS.map((c) => lineChart({ ...c, points, empty: "No progress reported yet." })),
       evaluations.map((c) => lineChart({ ...c, points })),
