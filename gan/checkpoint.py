@@ -223,7 +223,7 @@ def read_marked(
     except Exception as e:  # torch raises several types for corrupt or foreign files
         raise CorruptCheckpoint(
             f"{path.name} is not a readable {fmt} file (truncated, damaged, or not a plain "
-            f"file of tensors): {_first_line(e)}"
+            f"file of tensors): {first_line(e)}"
         ) from e
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise CheckpointError(f"{path.name} is not a {fmt} file")
@@ -236,8 +236,9 @@ def read_marked(
     return state
 
 
-def _first_line(error: Exception) -> str:
-    """The first line of an error (torch's unpickling errors run to a page of advice)."""
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, or its type's name when it has none (torch's
+    unpickling and state-dict errors run to a page)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 

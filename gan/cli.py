@@ -150,11 +150,12 @@ def train_command(args: argparse.Namespace) -> None:
         )  # fmt: skip
     print(f"training {args.preset} on {dataset.name} ({len(dataset.data)} samples) → {args.out}")
     start = time.perf_counter()
-    shown: list[int | None] = [None]  # step of the evaluation printed last
+    shown: int | None = None  # step of the evaluation printed last
 
     def bar(p: Progress) -> None:
-        if p.metrics_step is not None and p.metrics_step != shown[0]:
-            shown[0] = p.metrics_step
+        nonlocal shown
+        if p.metrics_step is not None and p.metrics_step != shown:
+            shown = p.metrics_step
             line = {"step": p.metrics_step, "wall_s": round(time.perf_counter() - start, 1)}
             print(f"\r{json.dumps(line | p.metrics)}", file=sys.stderr, flush=True)
         done = p.step / p.total_steps

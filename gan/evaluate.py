@@ -100,8 +100,13 @@ class Evaluator:
         self.samples, self.seed = samples, seed
 
         perm = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-        real = dataset.data[perm[:DIVERSITY_SAMPLES]]
-        self.real_spread = mean_pairwise_distance(to_unit_range(real) if dataset.is_image else real)
+
+        def spread(index: Tensor) -> float:
+            """The spread of the reals at ``index``, as G outputs them."""
+            real = dataset.data[index]
+            return mean_pairwise_distance(to_unit_range(real) if dataset.is_image else real)
+
+        self.real_spread = spread(perm[:DIVERSITY_SAMPLES])
         if not self.real_spread > 0:
             raise ValueError(f"{dataset.name}: all its samples are equal, diversity is undefined")
         # The spread of each class's reals (NaN where a class has fewer than 2 or no spread).
@@ -109,10 +114,8 @@ class Evaluator:
         labels = dataset.labels[perm]
         for c in labels.unique().tolist():
             members = perm[labels == c][:CLASS_DIVERSITY_SAMPLES]
-            if len(members) >= 2:
-                x = dataset.data[members]
-                spread = mean_pairwise_distance(to_unit_range(x) if dataset.is_image else x)
-                self.class_spread[c] = spread if spread > 0 else math.nan
+            if len(members) >= 2 and (class_spread := spread(members)) > 0:
+                self.class_spread[c] = class_spread
 
         # What the kind adds to diversity: a function of G's float samples (on the CPU).
         self._metrics: Callable[[Tensor], dict[str, float]] = lambda fake: {}

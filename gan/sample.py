@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gan.checkpoint import CheckpointError, load_checkpoint
+from gan.checkpoint import CheckpointError, first_line, load_checkpoint
 from gan.config import TrainConfig, from_dict
 from gan.data import to_uint8
 from gan.models import Generator, build_models
@@ -49,7 +49,7 @@ def read_generator(path: Path, device: str = "cpu", ema: bool = True) -> LoadedG
     except RuntimeError as e:  # shapes of another network layout (an older version's)
         raise CheckpointError(
             f"{path.name} holds a generator of a different layout than this version builds for "
-            f"its config (an older version's?): {str(e).splitlines()[0]}"
+            f"its config (an older version's?): {first_line(e)}"
         ) from None
     return LoadedGenerator(G.to(device).eval(), cfg, int(state["step"]), use_ema)
 

@@ -239,7 +239,7 @@ def train(
             raise TrainingError(
                 f"{latest.name} holds networks of a different layout than this version builds "
                 f"for this config, so the run cannot resume from it (its generator still "
-                f"samples); start a new job to train further. {str(e).splitlines()[0]}"
+                f"samples); start a new job to train further. {ckpt.first_line(e)}"
             ) from None
         log.info("resumed from %s at step %d", latest.name, step)
     for bad_step, problem in corrupt:  # newer checkpoints that could not be read, moved aside

@@ -24,7 +24,7 @@ from celery.exceptions import Reject
 from celery.signals import worker_shutting_down
 from sqlalchemy.exc import SQLAlchemyError
 
-from gan.checkpoint import CheckpointError
+from gan.checkpoint import CheckpointError, first_line
 from gan.config import ConfigError, from_dict
 from gan.data import DatasetError, load_dataset
 from gan.evaluate import make_evaluator
@@ -238,7 +238,7 @@ def failure_reason(error: Exception) -> str:
     if isinstance(error, EXPECTED_ERRORS):
         return str(error)
     if is_out_of_memory(error):
-        what = ENFORCE_PREFIX.sub("", _first_line(error))  # "[enforce fail at x.cpp:1] err == 0."
+        what = ENFORCE_PREFIX.sub("", first_line(error))  # "[enforce fail at x.cpp:1] err == 0."
         return (
             f"out of memory: {what}; try a smaller batch_size or width (or image_size, "
             "eval_samples), or a device with more memory"
@@ -254,11 +254,6 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(
         sign in str(error).lower() for sign in OUT_OF_MEMORY_SIGNS
     )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def release_memory() -> None:

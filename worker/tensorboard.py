@@ -40,8 +40,8 @@ def log_dir(settings: Settings, job_id: str) -> Path:
 class JobBoard:
     """The event file writer of one job's run in this worker."""
 
-    def __init__(self, job_id: str, directory: Path, writer: SummaryWriter) -> None:
-        self.job_id, self.directory, self.writer = job_id, directory, writer
+    def __init__(self, job_id: str, writer: SummaryWriter) -> None:
+        self.job_id, self.writer = job_id, writer
         self.metrics_step: int | None = None
         self.checkpoint_step: int | None = None
 
@@ -129,7 +129,7 @@ def _open(settings: Settings, job_id: str, step: int) -> JobBoard | None:
     # this step and after, so the curves show the run that went on.
     writer = SummaryWriter(str(directory), purge_step=step if resumed else None)
     log.info("job %s: writing TensorBoard files to %s", job_id, directory)
-    return JobBoard(job_id, directory, writer)
+    return JobBoard(job_id, writer)
 
 
 def close() -> None:
