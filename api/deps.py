@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from api.errors import too_many_requests
 from api.ratelimit import limiter_for
 from worker import store
 from worker.celery_app import celery_for
@@ -101,11 +101,10 @@ def _owner(request: Request, settings: Settings, session: Session, presented: st
 def refuse_guessers(wait: float, client: str, settings: Settings) -> None:
     """429 when ``client`` must wait ``wait`` seconds before its next key is looked at."""
     if wait > 0:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
+        raise too_many_requests(
             f"too many unknown API keys from {client} (at most {settings.bad_keys_per_minute} "
-            f"a minute); retry in {wait:.0f} s",
-            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            "a minute)",
+            wait,
         )
 
 
@@ -128,10 +127,8 @@ def rate_limited_owner(owner: OwnerDep, settings: SettingsDep) -> str:
         return owner
     wait = limiter_for(settings.jobs_per_minute, "jobs").take(owner)
     if wait > 0:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"at most {settings.jobs_per_minute} jobs a minute per API key; retry in {wait:.0f} s",
-            headers={"Retry-After": str(max(1, round(wait)))},
+        raise too_many_requests(
+            f"at most {settings.jobs_per_minute} jobs a minute per API key", wait
         )
     return owner
 

@@ -1,17 +1,44 @@
-"""Error responses: every validation problem is a 422 that names its field, never a 500."""
+"""Error responses: every validation problem is a 422 that names its field, never a 500.
+
+One helper per kind of error body the routes build themselves: ``field_error`` (a problem with
+one field, shaped like FastAPI's own validation errors) and ``too_many_requests`` (a 429 with
+its Retry-After)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
-from fastapi import Request
+from fastapi import HTTPException, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+
+def field_error(
+    loc: Sequence[str | int], message: str, code: int = status.HTTP_422_UNPROCESSABLE_CONTENT
+) -> HTTPException:
+    """An error about one field, in the shape of FastAPI's validation errors, so that clients
+    read every 422 alike: ``{"detail": [{"loc": [...], "msg": ..., "type": "value_error"}]}``.
+    ``loc`` is where the field is ("body", "query", "header", "path") then its name. ``code``
+    is 422 but for problems of the field that are not about validity (413: too large)."""
+    return HTTPException(code, [{"loc": list(loc), "msg": message, "type": "value_error"}])
+
+
+def too_many_requests(reason: str, wait: float) -> HTTPException:
+    """A 429 for ``reason``, to retry after ``wait`` seconds: rounded up to whole seconds, at
+    least 1 (Retry-After counts whole seconds, and a client that waits what it says must not be
+    refused again for lack of a fraction), the same number in the header and the message."""
+    seconds = max(1, math.ceil(wait))
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        f"{reason}; retry in {seconds} s",
+        headers={"Retry-After": str(seconds)},
+    )
 
 
 def _json_safe(value: Any) -> Any:
@@ -43,9 +70,7 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400:  # only ever the frameworks', about a body they cannot parse
         reason = "not JSON, or not UTF-8" if exc.detail == FASTAPI_PARSE_ERROR else exc.detail
-        problem = {"loc": ["body"], "type": "value_error",
-                   "msg": f"the body cannot be parsed: {reason}"}  # fmt: skip
-        return JSONResponse(status_code=422, content={"detail": [problem]})
+        exc = field_error(["body"], f"the body cannot be parsed: {reason}")
     if exc.status_code == 404 and exc.detail == "Not Found":
         exc = StarletteHTTPException(
             404,

@@ -13,6 +13,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, Response, Upl
 from pydantic import BaseModel, BeforeValidator, Field
 
 from api.deps import AUTH_RESPONSES, OwnerDep, SettingsDep
+from api.errors import field_error
 from gan.config import UPLOAD_ID
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,6 @@ def _int(value: Any) -> Any:
     return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
 
-def file_error(code: int, message: str) -> HTTPException:
-    """An error about the uploaded archive, in the shape of a validation error of field file."""
-    return HTTPException(code, [{"loc": ["body", "file"], "msg": message, "type": "value_error"}])
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -125,9 +121,9 @@ def upload_dataset(
             name=name or default_name[:100] or "upload",
         )
     except UploadTooLarge as e:
-        raise file_error(status.HTTP_413_CONTENT_TOO_LARGE, str(e)) from e
+        raise field_error(["body", "file"], str(e), status.HTTP_413_CONTENT_TOO_LARGE) from e
     except UploadError as e:
-        raise file_error(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from e
+        raise field_error(["body", "file"], str(e)) from e
     (settings.datasets_dir / dataset_id / OWNER_FILE).write_text(owner)
     log.info("dataset %s: %d images in %d classes", dataset_id, meta["num_images"],
              meta["num_classes"])  # fmt: skip

@@ -24,6 +24,7 @@ from api.deps import (
     SessionDep,
     SettingsDep,
 )
+from api.errors import field_error
 from api.routes.datasets import read_meta
 from api.schemas import JobList, JobOut, JobSpec, JobState, ResumeIn, WarningOut
 from gan.config import DATASETS, ConfigError, check_data, resolve
@@ -84,12 +85,11 @@ def _request_hash(spec: Any) -> str:
 def _replay(job: store.Job, request_hash: str, request: Request, response: Response) -> JobOut:
     """The job an earlier request with the same Idempotency-Key created."""
     if job.request_hash != request_hash:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            [{"loc": ["header", "Idempotency-Key"], "type": "value_error",
-              "msg": f"this Idempotency-Key was used for another job spec (job {job.id}); "
-                     "use a new key for a new job"}],
-        )  # fmt: skip
+        raise field_error(
+            ["header", "Idempotency-Key"],
+            f"this Idempotency-Key was used for another job spec (job {job.id}); "
+            "use a new key for a new job",
+        )
     response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
     return job_out(job, request)
@@ -159,10 +159,7 @@ def create_job(
                 raise ConfigError("dataset", f"no uploaded dataset {config.dataset!r}")
             check_data(config, tuple(meta.shape), meta.num_classes)
     except ConfigError as e:  # rules between fields, and between the config and its data
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            [{"loc": ["body", e.field], "msg": str(e), "type": "value_error"}],
-        ) from e
+        raise field_error(["body", e.field], str(e)) from e
     job = store.create_job(
         session,
         spec.preset,
@@ -195,11 +192,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         created, job_id = text.split("|", 1)
         return datetime.fromisoformat(created).astimezone(UTC), job_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            [{"loc": ["query", "cursor"], "type": "value_error",
-              "msg": "not a cursor from this API: pass next_cursor of the previous page"}],
-        ) from None  # fmt: skip
+        raise field_error(
+            ["query", "cursor"], "not a cursor from this API: pass next_cursor of the previous page"
+        ) from None
 
 
 @router.get("", response_model=JobList)
@@ -270,10 +265,7 @@ def resume_job(
     except store.StateError as e:
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
     except ValueError as e:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            [{"loc": ["body", "max_steps"], "msg": str(e), "type": "value_error"}],
-        ) from None
+        raise field_error(["body", "max_steps"], str(e)) from None
     session.commit()
     _enqueue(job, session, celery, settings.task_queue)
     return job_out(job, request)

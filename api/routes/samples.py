@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from api.deps import AUTH_RESPONSES, JobDep, SettingsDep
+from api.errors import field_error
 from worker import store
 from worker.settings import Settings
 
@@ -170,27 +171,20 @@ def not_modified(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-def _query_error(name: str, message: str) -> HTTPException:
-    """A 422 naming the query parameter ``name``, shaped like FastAPI's own."""
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT,
-        [{"loc": ["query", name], "msg": message, "type": "value_error"}],
-    )
-
-
 def check_label(job: store.Job, num_classes: int, label: int | str | None) -> None:
     """422 naming ``label`` unless it fits the job's generator with ``num_classes`` classes."""
     if label is None:
         return
     if not num_classes:
-        raise _query_error(
-            "label",
+        raise field_error(
+            ["query", "label"],
             f"job {job.id}'s model is not conditional (conditional: "
             f"{job.config.get('conditional', 'none')}): it draws no classes; leave label out",
         )
     if label != "rows" and not (isinstance(label, int) and label < num_classes):
-        raise _query_error(
-            "label", f'label must be a class from 0 to {num_classes - 1}, or "rows", not {label}'
+        raise field_error(
+            ["query", "label"],
+            f'label must be a class from 0 to {num_classes - 1}, or "rows", not {label}',
         )
 
 
@@ -312,8 +306,8 @@ def get_samples(
         num_classes = loaded.generator.num_classes
         check_label(job, num_classes, label)
         if label == "rows" and num_classes * per_row > MAX_SAMPLES:
-            raise _query_error(
-                "nrow",
+            raise field_error(
+                ["query", "nrow"],
                 f"label=rows draws {num_classes} rows of nrow samples, at most {MAX_SAMPLES} "
                 f"in all: nrow must be at most {MAX_SAMPLES // num_classes}",
             )
