@@ -34,7 +34,7 @@ def seconds(later: str, earlier: str) -> float:
 
 
 def main() -> None:
-    from tests.services import Service, wait_for
+    from harness.services import Service, wait_for
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, required=True)

@@ -68,7 +68,7 @@ def load(url: str, clients: int, seconds: float, same: bool) -> dict[str, Any]:
 def own_service(data_dir: Path, processes: int) -> tuple[Any, str]:
     """The embedded service in a temporary folder, with a trained classic job; (service, URL
     of the job's samples). The worker is stopped once the job has succeeded."""
-    from tests.services import Service, wait_for
+    from harness.services import Service, wait_for
 
     folder = Path(tempfile.mkdtemp(prefix="bench-sampling-"))
     service = Service(folder, {"GAN_DATA_DIR": str(data_dir.resolve())})

@@ -21,7 +21,7 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
-from tests.services import Service, postgres_schema
+from harness.services import Service, postgres_schema
 from worker.settings import Settings
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from harness.services import Service
 from tests.conftest import REQUIRE_SERVICES
-from tests.services import Service
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page

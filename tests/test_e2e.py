@@ -24,9 +24,9 @@ from PIL import Image
 from sqlalchemy import create_engine, text
 
 from gan.checkpoint import load_checkpoint
+from harness.services import GAN, Service, events_of, free_port, wait_for
 from tests.conftest import REDIS_URL, require_service
 from tests.quality import digit_statistics, looks_like_digits
-from tests.services import GAN, Service, events_of, free_port, wait_for
 from worker.celery_app import TRAIN_TASK
 
 __all__ = ["GAN", "Service", "events_of", "free_port", "wait_for"]  # also imported from here

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import Service
+from harness.services import Service
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from api.client import ApiError, Client, Event, parse_sse
-from tests.services import Service, free_port
+from harness.services import Service, free_port
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SMALL: dict[str, Any] = {"max_steps": 200, "checkpoint_every": 50, "log_every": 10, "eval_every": 0}

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from api.client import Client
-from tests.services import GAN, Service, free_port, wait_for
+from harness.services import GAN, Service, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 QUICK = ["--set", "checkpoint_every=40", "--set", "log_every=10", "--set", "eval_every=0"]

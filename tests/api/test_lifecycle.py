@@ -4,8 +4,8 @@ against the real app and job store (the worker's part is played by worker.store'
 import pytest
 
 from api.main import app
+from harness.services import parse_events
 from tests.api.test_jobs import queued_messages
-from tests.services import parse_events
 from worker import store
 from worker.settings import get_settings
 

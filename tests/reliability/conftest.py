@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from harness.services import RedisServer, Service
 from tests.conftest import REQUIRE_SERVICES
-from tests.services import RedisServer, Service
 
 FIGURES = os.environ.get("GAN_RELIABILITY_FIGURES")  # a JSON-lines file to append figures to
 

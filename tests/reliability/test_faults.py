@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from gan.checkpoint import load_checkpoint
+from harness.services import Service, events_of, parse_events, wait_for
 from tests.conftest import REQUIRE_SERVICES
 from tests.reliability.conftest import RedisServer
-from tests.services import Service, events_of, parse_events, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from bench.load import jobs_scenario, sampling_scenario
-from tests.services import Service
+from harness.load import jobs_scenario, sampling_scenario
+from harness.services import Service
 from worker import store
 from worker.settings import Settings
 

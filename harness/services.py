@@ -1,7 +1,7 @@
-"""Real processes of the service for end-to-end and fault tests: ``Service`` starts `gan serve`
-and `gan worker` with their logs in files, ``RedisServer`` a Redis of a test's own, and
-``postgres_schema`` a fresh schema in PostgreSQL; helpers wait for conditions and read SSE
-streams."""
+"""Real processes of the service, for the end-to-end, fault and load tests and the benchmarks:
+``Service`` starts `gan serve` and `gan worker` with their logs in files, ``RedisServer`` a
+Redis of a test's own, and ``postgres_schema`` a fresh schema in PostgreSQL; helpers wait for
+conditions and read SSE streams."""
 
 from __future__ import annotations
 
