@@ -2,7 +2,8 @@
 
 ``JobSpec`` is made from ``gan.config``: one optional field per ``TrainConfig`` field, with its
 documentation, its range (``BOUNDS``) or its choices (``CHOICES``), so the API and the trainer
-accept exactly the same values.
+accept exactly the same values, and its form group (``x-group``), which the dashboard's form
+follows.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, field_validator
+from pydantic.config import JsonDict
 
-from gan.config import BOUNDS, CHOICES, DATASETS, FIELD_DOCS, FIELD_TYPES, PRESETS
+from gan.config import BOUNDS, CHOICES, DATASETS, FIELD_DOCS, FIELD_GROUPS, FIELD_TYPES, PRESETS
 
 
 class _JobSpecBase(BaseModel):
@@ -43,17 +45,20 @@ class _JobSpecBase(BaseModel):
 
 
 def _override_field(name: str) -> tuple[Any, Any]:
-    """(type, Field) of the optional override of config field ``name``, with gan's limits."""
+    """(type, Field) of the optional override of config field ``name``, with gan's limits and
+    its form group (``x-group`` in the schema: where a form shows the field)."""
     doc = FIELD_DOCS[name]
+    group: JsonDict = {"x-group": FIELD_GROUPS[name]}
     if name in BOUNDS:
         low, high = BOUNDS[name]
         kind: Any = Annotated[int, Strict()] if FIELD_TYPES[name] is int else float
-        return kind | None, Field(None, ge=low, le=high, description=f"{doc} ({low:g} to {high:g})")
+        doc = f"{doc} ({low:g} to {high:g})"
+        return kind | None, Field(None, ge=low, le=high, description=doc, json_schema_extra=group)
     if name in CHOICES:
-        return Literal[CHOICES[name]] | None, Field(None, description=doc)
+        return Literal[CHOICES[name]] | None, Field(None, description=doc, json_schema_extra=group)
     assert name == "dataset", name
-    names = ", ".join(DATASETS)
-    return str | None, Field(None, description=f"{doc}: {names}, or ds-… from POST /datasets")
+    doc = f"{doc}: {', '.join(DATASETS)}, or ds-… from POST /datasets"
+    return str | None, Field(None, description=doc, json_schema_extra=group)
 
 
 # One optional field per gan.config.TrainConfig field (a test keeps the two in step).

@@ -50,66 +50,120 @@ DATASETS: dict[str, DatasetInfo] = {
 UPLOAD_ID = re.compile(r"^ds-[0-9a-f]{32}$")  # ids that POST /datasets hands out
 
 
-def _f(default: Any, doc: str) -> Any:
-    """A config field with its documentation (shown in the API's schema and the CLI's help)."""
-    return dataclasses.field(default=default, metadata={"doc": doc})
+# Where a form shows a field, in this order: the essentials, then the other groups, folded.
+GROUPS = (
+    "Essentials",
+    "Data",
+    "Model",
+    "Loss",
+    "Stabilisers",
+    "Optimisation",
+    "Speed",
+    "Quality and guards",
+)
+
+
+def _f(default: Any, doc: str, group: str) -> Any:
+    """A config field with its documentation (shown in the API's schema and the CLI's help) and
+    its group (one of ``GROUPS``: the API's schema gives it as ``x-group`` for forms)."""
+    assert group in GROUPS, group
+    return dataclasses.field(default=default, metadata={"doc": doc, "group": group})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # --- data ---
-    dataset: str = _f("mnist", "dataset name (see DATASETS) or the id of an uploaded dataset")
-    image_size: int = _f(0, "images are resized to this square size; 0 keeps the dataset's own")
+    dataset: str = _f(
+        "mnist", "dataset name (see DATASETS) or the id of an uploaded dataset", "Essentials"
+    )
+    image_size: int = _f(
+        0, "images are resized to this square size; 0 keeps the dataset's own", "Data"
+    )
     # --- model ---
-    arch: Arch = _f("mlp", "mlp: textbook MLPs; dcgan: transposed-conv G, strided-conv D")
-    latent_dim: int = _f(100, "size of z ~ N(0, I)")
-    width: int = _f(64, "dcgan: channels of D's first and G's last hidden layer (mlp ignores it)")
-    depth: int = _f(0, "dcgan: extra 3x3 conv layers at each resolution of G and D (mlp: none)")
+    arch: Arch = _f("mlp", "mlp: textbook MLPs; dcgan: transposed-conv G, strided-conv D", "Model")
+    latent_dim: int = _f(100, "size of z ~ N(0, I)", "Model")
+    width: int = _f(
+        64, "dcgan: channels of D's first and G's last hidden layer (mlp ignores it)", "Model"
+    )
+    depth: int = _f(
+        0, "dcgan: extra 3x3 conv layers at each resolution of G and D (mlp: none)", "Model"
+    )
     conditional: Conditional = _f(
         "none",
         "class conditioning: G gets the label (dcgan: conditional batch norm; mlp: an "
         "embedding concatenated to z); D uses projection or an AC head",
+        "Model",
     )
-    spectral_norm: SpectralNorm = _f("none", "spectral normalisation of D's layers, or of G's too")
+    spectral_norm: SpectralNorm = _f(
+        "none", "spectral normalisation of D's layers, or of G's too", "Model"
+    )
     # --- loss ---
-    loss: Loss = _f("non_saturating", "adversarial loss, computed on D's logits (gan.losses)")
-    gp_weight: float = _f(10.0, "wgan_gp: λ of the gradient penalty λ·E[(‖∇D(x̂)‖ − 1)²]")
-    clip_value: float = _f(0.01, "wgan: D's weights are clipped to [−c, c] after each step")
-    r1_gamma: float = _f(0.0, "R1 penalty γ/2·E‖∇D(x)‖² on real data; 0 = off")
-    r2_gamma: float = _f(0.0, "R2 penalty γ/2·E‖∇D(G(z))‖² on fakes; 0 = off")
-    reg_every: int = _f(1, "lazy regularisation: R1/R2/GP every k D steps, scaled by k")
-    acgan_weight: float = _f(1.0, "acgan: weight of the auxiliary classification loss")
+    loss: Loss = _f(
+        "non_saturating", "adversarial loss, computed on D's logits (gan.losses)", "Loss"
+    )
+    gp_weight: float = _f(10.0, "wgan_gp: λ of the gradient penalty λ·E[(‖∇D(x̂)‖ − 1)²]", "Loss")
+    clip_value: float = _f(0.01, "wgan: D's weights are clipped to [−c, c] after each step", "Loss")
+    r1_gamma: float = _f(0.0, "R1 penalty γ/2·E‖∇D(x)‖² on real data; 0 = off", "Loss")
+    r2_gamma: float = _f(0.0, "R2 penalty γ/2·E‖∇D(G(z))‖² on fakes; 0 = off", "Loss")
+    reg_every: int = _f(1, "lazy regularisation: R1/R2/GP every k D steps, scaled by k", "Loss")
+    acgan_weight: float = _f(1.0, "acgan: weight of the auxiliary classification loss", "Loss")
     # --- stabilisers ---
-    label_smoothing: float = _f(0.0, "one-sided: D's target for real data is 1 − ε")
-    instance_noise: float = _f(0.0, "σ of Gaussian noise added to D's inputs, annealed to 0")
-    instance_noise_steps: int = _f(2000, "steps over which the instance noise anneals to 0")
-    augment: Augment = _f("none", "differentiable augmentation of real and fake alike")
-    ema_decay: float = _f(0.0, "decay of the generator's EMA used for sampling; 0 = off")
-    grad_clip: float = _f(0.0, "clip each network's gradient norm to this; 0 = off")
+    label_smoothing: float = _f(0.0, "one-sided: D's target for real data is 1 − ε", "Stabilisers")
+    instance_noise: float = _f(
+        0.0, "σ of Gaussian noise added to D's inputs, annealed to 0", "Stabilisers"
+    )
+    instance_noise_steps: int = _f(
+        2000, "steps over which the instance noise anneals to 0", "Stabilisers"
+    )
+    augment: Augment = _f(
+        "none", "differentiable augmentation of real and fake alike", "Stabilisers"
+    )
+    ema_decay: float = _f(
+        0.0, "decay of the generator's EMA used for sampling; 0 = off", "Stabilisers"
+    )
+    grad_clip: float = _f(0.0, "clip each network's gradient norm to this; 0 = off", "Stabilisers")
     # --- optimisation ---
-    batch_size: int = _f(64, "real images (and fakes) per discriminator step")
-    d_steps: int = _f(1, "discriminator steps per generator step (n_critic)")
-    lr_g: float = _f(2e-4, "Adam learning rate of the generator")
-    lr_d: float = _f(2e-4, "Adam learning rate of the discriminator (TTUR: differ from lr_g)")
-    beta1_g: float = _f(0.5, "Adam β1 of the generator (0.5 as in DCGAN; torch's default is 0.9)")
-    beta2_g: float = _f(0.999, "Adam β2 of the generator")
-    beta1_d: float = _f(0.5, "Adam β1 of the discriminator")
-    beta2_d: float = _f(0.999, "Adam β2 of the discriminator")
+    batch_size: int = _f(64, "real images (and fakes) per discriminator step", "Optimisation")
+    d_steps: int = _f(1, "discriminator steps per generator step (n_critic)", "Optimisation")
+    lr_g: float = _f(2e-4, "Adam learning rate of the generator", "Optimisation")
+    lr_d: float = _f(
+        2e-4, "Adam learning rate of the discriminator (TTUR: differ from lr_g)", "Optimisation"
+    )
+    beta1_g: float = _f(
+        0.5, "Adam β1 of the generator (0.5 as in DCGAN; torch's default is 0.9)", "Optimisation"
+    )
+    beta2_g: float = _f(0.999, "Adam β2 of the generator", "Optimisation")
+    beta1_d: float = _f(0.5, "Adam β1 of the discriminator", "Optimisation")
+    beta2_d: float = _f(0.999, "Adam β2 of the discriminator", "Optimisation")
     # --- speed ---
-    precision: Precision = _f("fp32", "bf16: autocast G and D to bfloat16 (CUDA)")
-    compile: Compile = _f("none", "torch.compile G and D; reduce-overhead uses CUDA graphs")
-    device: Device = _f("auto", "auto picks cuda, then mps, then cpu")
+    precision: Precision = _f("fp32", "bf16: autocast G and D to bfloat16 (CUDA)", "Speed")
+    compile: Compile = _f(
+        "none", "torch.compile G and D; reduce-overhead uses CUDA graphs", "Speed"
+    )
+    device: Device = _f("auto", "auto picks cuda, then mps, then cpu", "Speed")
     # --- quality and guards ---
-    eval_every: int = _f(500, "steps between quality evaluations on a fixed latent batch; 0 = off")
-    eval_samples: int = _f(2000, "samples drawn for each evaluation")
-    early_stop_evals: int = _f(0, "stop after this many evaluations without a new best; 0 = off")
-    max_rollbacks: int = _f(3, "divergences (non-finite loss) recovered by rolling back, lr × ½")
+    eval_every: int = _f(
+        500, "steps between quality evaluations on a fixed latent batch; 0 = off", "Essentials"
+    )
+    eval_samples: int = _f(2000, "samples drawn for each evaluation", "Quality and guards")
+    early_stop_evals: int = _f(
+        0, "stop after this many evaluations without a new best; 0 = off", "Quality and guards"
+    )
+    max_rollbacks: int = _f(
+        3, "divergences (non-finite loss) recovered by rolling back, lr × ½", "Quality and guards"
+    )
     # --- budget and bookkeeping ---
-    max_steps: int = _f(2000, "training budget, in generator steps")
-    seed: int = _f(0, "seeds weights, noise and data order: same spec + seed → same run")
-    log_every: int = _f(50, "steps between progress reports (and should_stop checks)")
-    checkpoint_every: int = _f(200, "steps between checkpoints (one is always written at the end)")
-    keep_checkpoints: int = _f(3, "newest checkpoints kept on disk; older ones are deleted")
+    max_steps: int = _f(2000, "training budget, in generator steps", "Essentials")
+    seed: int = _f(
+        0, "seeds weights, noise and data order: same spec + seed → same run", "Essentials"
+    )
+    log_every: int = _f(50, "steps between progress reports (and should_stop checks)", "Essentials")
+    checkpoint_every: int = _f(
+        200, "steps between checkpoints (one is always written at the end)", "Essentials"
+    )
+    keep_checkpoints: int = _f(
+        3, "newest checkpoints kept on disk; older ones are deleted", "Essentials"
+    )
 
     def __post_init__(self) -> None:
         for name, (low, high) in BOUNDS.items():
@@ -245,6 +299,10 @@ FIELD_TYPES: dict[str, type] = {
 }
 # Documentation of each field.
 FIELD_DOCS: dict[str, str] = {f.name: f.metadata["doc"] for f in dataclasses.fields(TrainConfig)}
+# Form group of each field.
+FIELD_GROUPS: dict[str, str] = {
+    f.name: f.metadata["group"] for f in dataclasses.fields(TrainConfig)
+}
 
 
 @dataclass(frozen=True)

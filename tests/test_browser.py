@@ -7,14 +7,21 @@ Skipped without /usr/bin/chromium or the playwright package, except under `.ci/r
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
+import httpx
 import pytest
+from PIL import Image
 
+from api.routes.dashboard import DASHBOARD_DIR
+from api.schemas import JobState
+from gan.config import DATASETS, GROUPS
 from harness.services import Service
 from tests.conftest import REQUIRE_SERVICES
 
@@ -210,3 +217,49 @@ def test_the_dashboard_with_an_api_key(tmp_path: Path, mnist_dir: Path, page: Pa
         assert "live" in seen and "polling" not in seen, seen
     finally:
         service.stop()
+
+
+def digits_zip() -> bytes:
+    """A zip of two classes of tiny greyscale images, for POST /datasets."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        for name, shade in (("zero/a.png", 0), ("one/b.png", 255)):
+            image = io.BytesIO()
+            Image.new("L", (20, 20), shade).save(image, format="PNG")
+            z.writestr(name, image.getvalue())
+    return archive.getvalue()
+
+
+def test_what_the_dashboard_offers_comes_from_the_service(tmp_path: Path, page: Page) -> None:
+    """The job states to filter by, the form's groups of fields and the datasets to train on
+    (an upload included) are the API's; the page's modules load without a console error."""
+    from playwright.sync_api import expect
+
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    service = Service(tmp_path, {})
+    try:
+        service.serve("--no-worker")
+        files = {"file": ("digits.zip", digits_zip(), "application/zip")}
+        upload = httpx.post(f"{service.url}/datasets", files=files, data={"name": "my digits"})
+        assert upload.status_code == 201, upload.text
+        page.goto(f"{service.url}/")
+        expect(page.locator(".filters .chip")).to_have_text(["all", *get_args(JobState)])
+
+        page.locator("a[data-nav=new]").click()
+        expect(page.locator("details.group > summary")).to_have_text(list(GROUPS[1:]))
+        depth = page.locator("details[data-group=Model] #field-depth")
+        expect(depth).to_be_hidden()  # in the folded Model group
+        page.locator("details[data-group=Model] > summary").click()
+        expect(depth).to_be_visible()
+        expect(page.locator("#field-max_steps")).to_be_visible()  # an essential: never folded
+        suggested = page.eval_on_selector_all("#datasets option", "os => os.map(o => o.value)")
+        assert suggested == [*DATASETS, upload.json()["id"]]
+
+        loaded = page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
+        modules = {url.rsplit("/", 1)[1] for url in loaded if re.search(r"/ui/[\w-]+\.js$", url)}
+        assert modules == {p.name for p in DASHBOARD_DIR.glob("*.js")}
+        screenshot(page, tmp_path / "dashboard-form.png")
+    finally:
+        service.stop()
+    assert not console_errors, console_errors

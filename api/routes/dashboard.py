@@ -1,6 +1,7 @@
-"""The web dashboard: ``/`` serves its page, ``/ui/…`` its script and style sheet (the files of
-``api/dashboard``, shipped in the package). The page talks to the API like any other client, so
-these files need no API key; everything they show comes from the endpoints that do."""
+"""The web dashboard: ``/`` serves its page, ``/ui/…`` its JavaScript modules (app.js imports
+the others; no build step), style sheet and icon (the files of ``api/dashboard``, shipped in the
+package). The page talks to the API like any other client, so these files need no API key;
+everything they show comes from the endpoints that do."""
 
 from __future__ import annotations
 

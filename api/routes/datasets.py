@@ -1,4 +1,5 @@
-"""/datasets: upload image datasets as zip archives, list them, and train on them by id."""
+"""/datasets: upload image datasets as zip archives, list them (with the datasets known by name),
+and train on them by id."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 
 from api.deps import AUTH_RESPONSES, OwnerDep, SettingsDep
 from api.errors import field_error
-from gan.config import UPLOAD_ID
+from gan.config import DATASETS, UPLOAD_ID
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=AUTH_RESPONSES)
@@ -36,8 +37,31 @@ class DatasetOut(DatasetMeta):
     links: dict[str, str] = Field(description="URL of this dataset.")
 
 
+class BuiltinDatasetOut(BaseModel):
+    """A dataset known by name (``gan.config.DATASETS``), there for every API key."""
+
+    name: str = Field(description="Train on it with the job field `dataset` set to this name.")
+    description: str
+    shape: list[int] = Field(description="(C, H, W) of an image, or (D,) of a point.")
+    num_classes: int
+
+
 class DatasetList(BaseModel):
-    datasets: list[DatasetOut] = Field(description="Newest first.")
+    datasets: list[DatasetOut] = Field(description="Your uploads, newest first.")
+    builtin: list[BuiltinDatasetOut] = Field(
+        description="The datasets known by name, which need no upload."
+    )
+
+
+BUILTIN = [
+    BuiltinDatasetOut(
+        name=name,
+        description=info.description,
+        shape=list(info.shape),
+        num_classes=info.num_classes,
+    )
+    for name, info in DATASETS.items()
+]
 
 
 def dataset_out(dataset_id: str, meta: DatasetMeta, request: Request) -> DatasetOut:
@@ -133,13 +157,15 @@ def upload_dataset(
 
 @router.get("", response_model=DatasetList)
 def list_datasets(request: Request, settings: SettingsDep, owner: OwnerDep) -> DatasetList:
-    """Your uploaded datasets, newest first."""
+    """Your uploaded datasets, newest first, and the datasets known by name: what a job's
+    `dataset` field takes."""
     found = []
     if settings.datasets_dir.is_dir():
         for folder in settings.datasets_dir.iterdir():
             if UPLOAD_ID.fullmatch(folder.name) and (meta := read_meta(folder, owner)) is not None:
                 found.append(dataset_out(folder.name, meta, request))
-    return DatasetList(datasets=sorted(found, key=lambda d: d.created_at, reverse=True))
+    newest_first = sorted(found, key=lambda d: d.created_at, reverse=True)
+    return DatasetList(datasets=newest_first, builtin=BUILTIN)
 
 
 @router.get(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gan.config import UPLOAD_ID
+from gan.config import DATASETS, UPLOAD_ID
 from gan.data import load_dataset
 
 
@@ -57,10 +57,18 @@ def test_upload_defaults(client):
 
 
 def test_datasets_are_listed_newest_first(client):
-    assert client.get("/datasets").json() == {"datasets": []}
+    assert client.get("/datasets").json()["datasets"] == []
     ids = [upload(client, name=f"d{i}").json()["id"] for i in range(3)]
     listed = client.get("/datasets").json()["datasets"]
     assert [d["id"] for d in listed] == ids[::-1]
+
+
+def test_the_list_has_the_datasets_known_by_name(client):
+    builtin = client.get("/datasets").json()["builtin"]
+    assert [d["name"] for d in builtin] == list(DATASETS)
+    mnist = builtin[0]
+    assert mnist["shape"] == [1, 28, 28] and mnist["num_classes"] == 10
+    assert mnist["description"] == DATASETS["mnist"].description
 
 
 @pytest.mark.parametrize("dataset_id", ["ds-" + "0" * 32, "trap", "ds-" + "0" * 32 + "%0A"])
@@ -102,7 +110,7 @@ def test_too_large_is_413(client, settings):
     bomb = make_zip({"bomb.bmp": bytes(5 * 2**20)})
     response = upload(client, bomb)
     assert response.status_code == 413 and "zip bomb" in response.json()["detail"][0]["msg"]
-    assert client.get("/datasets").json() == {"datasets": []}
+    assert client.get("/datasets").json()["datasets"] == []
 
 
 @pytest.mark.parametrize(

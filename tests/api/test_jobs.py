@@ -6,7 +6,7 @@ import pytest
 
 from api.main import app
 from api.schemas import JobSpec, JobState
-from gan.config import PRESETS, TrainConfig
+from gan.config import FIELD_GROUPS, PRESETS, TrainConfig
 from worker import store
 from worker.celery_app import TRAIN_TASK
 from worker.settings import Settings, get_settings
@@ -124,6 +124,14 @@ def test_openapi_documents_the_png_samples_and_the_spec(client):
     assert body["properties"]["preset"]["enum"] == list(PRESETS)
     assert "hinge" in str(body["properties"]["loss"])  # choices come from gan.config
     assert body["properties"]["lr_d"]["description"].startswith("Adam learning rate")
+
+
+def test_openapi_gives_each_spec_field_its_form_group(client):
+    properties = client.get("/openapi.json").json()["components"]["schemas"]["JobSpec"][
+        "properties"
+    ]
+    groups = {name: p["x-group"] for name, p in properties.items() if name != "preset"}
+    assert groups == FIELD_GROUPS
 
 
 def test_documented_states_are_the_stores():

@@ -6,6 +6,8 @@ from gan.config import (
     BOUNDS,
     CHOICES,
     FIELD_DOCS,
+    FIELD_GROUPS,
+    GROUPS,
     PRESETS,
     ConfigError,
     TrainConfig,
@@ -36,6 +38,14 @@ def test_every_field_is_documented_and_constrained():
     for name in TrainConfig.__dataclass_fields__:
         assert FIELD_DOCS[name], name
         assert name in BOUNDS or name in CHOICES or name == "dataset", name
+
+
+def test_every_field_has_a_form_group():
+    """So a form shows each field where it belongs (none falls into an "Other" group)."""
+    for name in TrainConfig.__dataclass_fields__:
+        assert FIELD_GROUPS[name] in GROUPS, name
+    assert set(FIELD_GROUPS.values()) == set(GROUPS)  # and no group is empty
+    assert FIELD_GROUPS["depth"] == "Model"
 
 
 def test_resolve_applies_overrides_and_round_trips():
