@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from api import remote
 from gan import cli as local_cli
+from worker.broker import is_embedded
 from worker.logs import setup_logging
 from worker.settings import get_settings
 
@@ -66,7 +67,7 @@ def serve(host: str, port: int, with_worker: bool, processes: int = 1) -> None:
         f"GAN service on http://{host}:{port} (dashboard at /, API docs at /docs)\n"
         f"  job store  {settings.database_url}\n"
         f"  broker     {settings.broker_url}"
-        + (f" ({settings.broker_dir})" if settings.broker_url.startswith("filesystem") else "")
+        + (f" ({settings.broker_dir})" if is_embedded(settings.broker_url) else "")
         + f"\n  data       {settings.data_dir}\n  artifacts  {settings.artifacts_dir}"
         + f"\n  access     {guard}",
         flush=True,

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.readiness import describe
 from worker import store
+from worker.broker import is_embedded, is_redis
 from worker.settings import Settings
 from worker.store import Job
 
@@ -183,9 +184,9 @@ def _seconds_between(start: Any, end: Any, dialect: str) -> ColumnElement[float]
 
 def queue_depth(settings: Settings) -> int | None:
     """Training tasks waiting in the broker, or None for a broker this cannot count."""
-    if settings.broker_url.startswith("filesystem://"):
+    if is_embedded(settings.broker_url):
         return filesystem_queue_depth(settings.broker_dir / "queue", settings.task_queue)
-    if settings.broker_url.startswith(("redis://", "rediss://")):
+    if is_redis(settings.broker_url):
         return redis_queue_depth(settings.broker_url, settings.task_queue)
     return None
 

@@ -11,6 +11,7 @@ from celery import Celery
 
 # Imported for its receiver of Celery's setup_logging signal: a worker logs as worker.logs says.
 from worker import logs  # noqa: F401
+from worker.broker import is_embedded
 from worker.settings import Settings, get_settings
 
 TRAIN_TASK = "gan.train_job"
@@ -25,7 +26,7 @@ VISIBILITY_TIMEOUT_S = 7 * 24 * 3600
 def make_celery(settings: Settings) -> Celery:
     app = Celery("gan", broker=settings.broker_url, include=["worker.tasks"])
     transport_options: dict[str, object] = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
-    if settings.broker_url.startswith("filesystem://"):
+    if is_embedded(settings.broker_url):
         folder = settings.broker_dir.resolve()
         for sub in ("queue", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)

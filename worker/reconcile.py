@@ -23,12 +23,11 @@ import redis
 from celery import Celery
 
 from worker import store
+from worker.broker import is_embedded, is_redis
 from worker.celery_app import TRAIN_TASK
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
-
-REDIS_SCHEMES = ("redis://", "rediss://")
 
 
 def sentinel_key(settings: Settings) -> str:
@@ -38,7 +37,7 @@ def sentinel_key(settings: Settings) -> str:
 def broker_lost_messages(settings: Settings) -> bool:
     """True when the broker lost its data since the last look (and the first time any
     reconciler looks at a Redis). Only Redis brokers; others keep their messages."""
-    if not settings.broker_url.startswith(REDIS_SCHEMES):
+    if not is_redis(settings.broker_url):
         return False
     client = redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
     try:
@@ -98,7 +97,7 @@ class Reconciler:
         daemon thread; set the returned event to stop it. With the embedded filesystem broker,
         which serves one worker, the first pass takes every leased job for lost."""
         try:
-            self.run_once(all_leases_dead=self.settings.broker_url.startswith("filesystem://"))
+            self.run_once(all_leases_dead=is_embedded(self.settings.broker_url))
         except Exception:
             log.exception("reconciler pass failed")
         stop = threading.Event()
