@@ -18,7 +18,7 @@ from sqlalchemy import text
 from api.deps import get_celery
 from worker.broker import is_embedded, is_redis
 from worker.settings import Settings
-from worker.store import get_engine
+from worker.store.db import get_engine
 
 CHECK_TIMEOUT_S = 2.0
 OK = "ok"

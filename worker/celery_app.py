@@ -18,7 +18,7 @@ TRAIN_TASK = "gan.train_job"
 
 # Redis redelivers a task that is unacknowledged after this long. Nothing depends on it: a lost
 # worker's job is requeued by the reconciler once its lease expires (worker.reconcile), and a
-# late redelivery finds the job taken or done (worker.store.claim). It is long so that Redis
+# late redelivery finds the job taken or done (worker.store.leases.claim). It is long so that Redis
 # does not redeliver the task of a job that is still training.
 VISIBILITY_TIMEOUT_S = 7 * 24 * 3600
 

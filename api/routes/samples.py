@@ -12,8 +12,8 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from api.deps import AUTH_RESPONSES, JobDep, SettingsDep
-from worker import store
 from worker.settings import Settings
+from worker.store.models import Job
 
 if TYPE_CHECKING:
     from gan.sample import LoadedGenerator
@@ -131,7 +131,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @contextmanager
-def checkpoint_errors(job: store.Job) -> Iterator[None]:
+def checkpoint_errors(job: Job) -> Iterator[None]:
     """``api.sampling``'s lookup errors as HTTP errors: 409 (no checkpoint yet, or it is
     unreadable: truncated, damaged, not a checkpoint), 404 (not on disk) and 503 (changed while
     read, every attempt)."""
@@ -178,7 +178,7 @@ def _query_error(name: str, message: str) -> HTTPException:
     )
 
 
-def check_label(job: store.Job, num_classes: int, label: int | str | None) -> None:
+def check_label(job: Job, num_classes: int, label: int | str | None) -> None:
     """422 naming ``label`` unless it fits the job's generator with ``num_classes`` classes."""
     if label is None:
         return
@@ -198,7 +198,7 @@ Render = Callable[["LoadedGenerator"], tuple[bytes, str, str]]  # → (body, med
 
 
 def respond(
-    job: store.Job,
+    job: Job,
     settings: Settings,
     checkpoint: str | None,
     ema: bool,
