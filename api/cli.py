@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from api import remote
 from gan import cli as local_cli
+from worker.broker import is_embedded
 from worker.logs import setup_logging
 from worker.settings import get_settings
 
@@ -32,11 +33,12 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 def access(host: str) -> str:
     """How the API guards itself, for the start-up lines; exits when it would be open to the
     network: without API keys, the service only listens on this machine."""
-    from worker import store
+    from worker.store import keys
+    from worker.store.db import session_scope
 
     settings = get_settings()
-    with store.session_scope(settings.database_url) as session:
-        stored = len(store.list_api_keys(session))
+    with session_scope(settings.database_url) as session:
+        stored = len(keys.list_api_keys(session))
     if settings.api_keys or stored:
         return f"API keys required ({len(settings.api_keys)} from settings, {stored} stored)"
     if host not in LOOPBACK_HOSTS:
@@ -66,7 +68,7 @@ def serve(host: str, port: int, with_worker: bool, processes: int = 1) -> None:
         f"GAN service on http://{host}:{port} (dashboard at /, API docs at /docs)\n"
         f"  job store  {settings.database_url}\n"
         f"  broker     {settings.broker_url}"
-        + (f" ({settings.broker_dir})" if settings.broker_url.startswith("filesystem") else "")
+        + (f" ({settings.broker_dir})" if is_embedded(settings.broker_url) else "")
         + f"\n  data       {settings.data_dir}\n  artifacts  {settings.artifacts_dir}"
         + f"\n  access     {guard}",
         flush=True,
@@ -185,10 +187,11 @@ def migrate_job_store() -> None:
     is left to the first use (the API's /readyz reports it meanwhile)."""
     from sqlalchemy.exc import OperationalError
 
-    from worker import migrate, store
+    from worker import migrate
+    from worker.store.db import get_engine
 
     try:
-        store.get_engine(get_settings().database_url)
+        get_engine(get_settings().database_url)
     except migrate.SchemaError as e:
         sys.exit(f"gan: {e}")  # what to do, not a traceback
     except OperationalError as e:
@@ -215,16 +218,17 @@ def add_keys_commands(commands: Any) -> None:
 
 
 def keys_command(args: argparse.Namespace) -> None:
-    from worker import store
+    from worker.store import keys
+    from worker.store.db import session_scope
 
-    with store.session_scope(get_settings().database_url) as session:
+    with session_scope(get_settings().database_url) as session:
         if args.keys_command == "create":
-            key, secret = store.create_api_key(session, args.name)
+            key, secret = keys.create_api_key(session, args.name)
             print(f"{secret}\n(id {key.id}, {key.name!r}: keep the key; it is not stored)")
         elif args.keys_command == "list":
-            for key in store.list_api_keys(session):
+            for key in keys.list_api_keys(session):
                 print(f"{key.id}  {key.created_at:%Y-%m-%d %H:%M}  {key.name}")
-        elif not store.revoke_api_key(session, args.id):
+        elif not keys.revoke_api_key(session, args.id):
             sys.exit(f"gan: no stored key {args.id!r} (see `gan keys list`)")
         else:
             print(f"revoked {args.id}")

@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session
 
 from api.errors import too_many_requests
 from api.ratelimit import limiter_for
-from worker import store
 from worker.celery_app import celery_for
 from worker.settings import Settings, get_settings
+from worker.store import jobs, keys
+from worker.store.db import get_engine
+from worker.store.models import Job
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
@@ -33,7 +35,7 @@ async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
     the same reason the dependencies that read the store (``get_owner``, ``get_owned_job``)
     end their transactions, giving their connections back before the route's thread is
     awaited."""
-    engine = await anyio.to_thread.run_sync(store.get_engine, settings.database_url)
+    engine = await anyio.to_thread.run_sync(get_engine, settings.database_url)
     session = Session(engine, expire_on_commit=False)
     try:
         yield session
@@ -76,8 +78,8 @@ def get_owner(
 
 def _owner(request: Request, settings: Settings, session: Session, presented: str | None) -> str:
     """``get_owner``'s work, in the transaction it ends."""
-    configured = {store.hash_key(key) for key in settings.api_keys}
-    if not configured and not store.has_stored_keys(session):
+    configured = {keys.hash_key(key) for key in settings.api_keys}
+    if not configured and not keys.has_stored_keys(session):
         return ""
     client = request.client.host if request.client is not None else "unknown"
     guesses = limiter_for(settings.bad_keys_per_minute, "bad-keys")
@@ -89,9 +91,9 @@ def _owner(request: Request, settings: Settings, session: Session, presented: st
             "this service needs an API key: send Authorization: Bearer <key> or X-API-Key: <key>",
             headers=challenge,
         )
-    key_hash = store.hash_key(presented)
-    owner = store.key_owner(key_hash) if key_hash in configured else None
-    owner = owner or store.stored_key_owner(session, key_hash)
+    key_hash = keys.hash_key(presented)
+    owner = keys.key_owner(key_hash) if key_hash in configured else None
+    owner = owner or keys.stored_key_owner(session, key_hash)
     if owner is None:
         guesses.take(client)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key", headers=challenge)
@@ -140,7 +142,7 @@ def get_owned_job(
     job_id: Annotated[str, Path(max_length=64, description="The job's id.")],
     session: SessionDep,
     owner: OwnerDep,
-) -> store.Job:
+) -> Job:
     """The job, if it exists and belongs to the caller's key (else 404: another key's jobs are
     not there for it).
 
@@ -149,11 +151,11 @@ def get_owned_job(
     again, and one that does not (samples, which generate for a while; an event stream, which
     lasts as long as its job) holds none meanwhile. Else a few dozen slow requests at once hold
     every connection of the pool, and the next requests time out waiting for one (a 500)."""
-    job = store.get_job(session, job_id, owner)
+    job = jobs.get_job(session, job_id, owner)
     session.commit()
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job with id {job_id!r}")
     return job
 
 
-JobDep = Annotated[store.Job, Depends(get_owned_job)]
+JobDep = Annotated[Job, Depends(get_owned_job)]

@@ -1,7 +1,8 @@
 """Prometheus metrics of the service, served by the API at ``/metrics``.
 
 Read from the job store and the broker when scraped (so every API process serves the same):
-- ``gan_jobs{state}``: jobs in each state, every state of ``worker.store.STATES`` (0 included);
+- ``gan_jobs{state}``: jobs in each state, every state of ``worker.store.models.STATES`` (0
+  included);
 - ``gan_job_duration_seconds{state}``: histogram of finished jobs' started_at → finished_at;
 - ``gan_training_images_per_second``: the sum of the running jobs' latest throughput (their
   count is ``gan_jobs{state="running"}``; no job id labels, whose number has no bound);
@@ -34,9 +35,10 @@ from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.readiness import describe
-from worker import store
+from worker.broker import is_embedded, is_redis
 from worker.settings import Settings
-from worker.store import Job
+from worker.store.db import get_engine
+from worker.store.models import FINAL_STATES, RUNNING, STATES, Job
 
 log = logging.getLogger(__name__)
 
@@ -86,27 +88,27 @@ class ServiceCollector:
 
     def _job_metrics(self) -> Iterator[Metric]:
         try:
-            with Session(store.get_engine(self.settings.database_url)) as session:
+            with Session(get_engine(self.settings.database_url)) as session:
                 by_state = job_counts(session)
                 durations = job_durations(session)
         except SQLAlchemyError as e:  # the scrape goes on: /readyz is what reports the outage
             log.warning("metrics: the job store did not answer: %s", describe(e))
             return
         jobs = GaugeMetricFamily("gan_jobs", "Jobs in each state.", labels=["state"])
-        for state in [*store.STATES, *sorted(set(by_state) - set(store.STATES))]:
+        for state in [*STATES, *sorted(set(by_state) - set(STATES))]:
             jobs.add_metric([state], by_state.get(state, StateCount()).jobs)
         yield jobs
         yield GaugeMetricFamily(
             "gan_training_images_per_second",
             "Training throughput: the sum of the running jobs' latest images per second.",
-            value=by_state.get(store.RUNNING, StateCount()).images_per_sec,
+            value=by_state.get(RUNNING, StateCount()).images_per_sec,
         )
         histogram = HistogramMetricFamily(
             "gan_job_duration_seconds",
             "Seconds from start to finish of finished jobs, by final state.",
             labels=["state"],
         )
-        for state in store.FINAL_STATES:
+        for state in FINAL_STATES:
             d = durations.get(state, Durations())
             buckets = [
                 (floatToGoString(b), n)
@@ -162,7 +164,7 @@ def job_durations(session: Session) -> dict[str, Durations]:
             *[func.sum(case((seconds <= bound, 1), else_=0)) for bound in JOB_DURATION_BUCKETS],
         )
         .where(
-            Job.state.in_(store.FINAL_STATES),
+            Job.state.in_(FINAL_STATES),
             Job.started_at.is_not(None),
             Job.finished_at.is_not(None),
         )
@@ -183,9 +185,9 @@ def _seconds_between(start: Any, end: Any, dialect: str) -> ColumnElement[float]
 
 def queue_depth(settings: Settings) -> int | None:
     """Training tasks waiting in the broker, or None for a broker this cannot count."""
-    if settings.broker_url.startswith("filesystem://"):
+    if is_embedded(settings.broker_url):
         return filesystem_queue_depth(settings.broker_dir / "queue", settings.task_queue)
-    if settings.broker_url.startswith(("redis://", "rediss://")):
+    if is_redis(settings.broker_url):
         return redis_queue_depth(settings.broker_url, settings.task_queue)
     return None
 

@@ -16,8 +16,9 @@ from pathlib import Path
 from sqlalchemy import text
 
 from api.deps import get_celery
+from worker.broker import is_embedded, is_redis
 from worker.settings import Settings
-from worker.store import get_engine
+from worker.store.db import get_engine
 
 CHECK_TIMEOUT_S = 2.0
 OK = "ok"
@@ -33,12 +34,12 @@ def check_broker(settings: Settings, timeout: float = CHECK_TIMEOUT_S) -> None:
     """Connect to the broker of the API's Celery app; for the filesystem broker, write (and
     remove) a file in its queue folder instead."""
     celery = get_celery(settings)
-    if settings.broker_url.startswith("filesystem://"):
+    if is_embedded(settings.broker_url):
         folder = Path(celery.conf.broker_transport_options["data_folder_in"])
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".readyz-"):  # never a *.msg
             return
     options = {}
-    if settings.broker_url.startswith(("redis://", "rediss://")):
+    if is_redis(settings.broker_url):
         options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
     with celery.connection_for_write(connect_timeout=timeout, transport_options=options) as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)

@@ -11,13 +11,14 @@ from celery import Celery
 
 # Imported for its receiver of Celery's setup_logging signal: a worker logs as worker.logs says.
 from worker import logs  # noqa: F401
+from worker.broker import is_embedded
 from worker.settings import Settings, get_settings
 
 TRAIN_TASK = "gan.train_job"
 
 # Redis redelivers a task that is unacknowledged after this long. Nothing depends on it: a lost
 # worker's job is requeued by the reconciler once its lease expires (worker.reconcile), and a
-# late redelivery finds the job taken or done (worker.store.claim). It is long so that Redis
+# late redelivery finds the job taken or done (worker.store.leases.claim). It is long so that Redis
 # does not redeliver the task of a job that is still training.
 VISIBILITY_TIMEOUT_S = 7 * 24 * 3600
 
@@ -25,7 +26,7 @@ VISIBILITY_TIMEOUT_S = 7 * 24 * 3600
 def make_celery(settings: Settings) -> Celery:
     app = Celery("gan", broker=settings.broker_url, include=["worker.tasks"])
     transport_options: dict[str, object] = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
-    if settings.broker_url.startswith("filesystem://"):
+    if is_embedded(settings.broker_url):
         folder = settings.broker_dir.resolve()
         for sub in ("queue", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,9 @@
 """Schema migrations of the job store (Alembic), on SQLite and PostgreSQL.
 
 The migrations live in ``worker/migrations`` and ship with the package; Alembic is configured
-here, in code, so no ``alembic.ini`` is needed. ``store.get_engine`` calls ``upgrade`` on first
-use, so the API and every worker bring the job store up to date when they start; ``gan db …``
-(``api/cli.py``) runs the same functions by hand.
+here, in code, so no ``alembic.ini`` is needed. ``worker.store.db.get_engine`` calls ``upgrade``
+on first use, so the API and every worker bring the job store up to date when they start;
+``gan db …`` (``api/cli.py``) runs the same functions by hand.
 
 Several processes may start at once (the API and workers): each upgrade runs under a lock that
 only one of them holds at a time, a PostgreSQL advisory lock (per database and schema, released
@@ -36,6 +36,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
+
+from worker.store.models import Base
 
 log = logging.getLogger(__name__)
 # Alembic says a dozen things at INFO on every start; ``upgrade`` logs what it does itself.
@@ -162,8 +164,6 @@ def upgrade(engine: Engine) -> str | None:
 def unmanaged_tables(connection: Connection) -> list[str]:
     """Our tables, when the job store has them but no ``alembic_version``: it was made before
     migrations (by ``create_all``). Empty otherwise."""
-    from worker.store import Base
-
     tables = set(inspect(connection).get_table_names())
     return [] if VERSION_TABLE in tables else sorted(tables & set(Base.metadata.tables))
 
@@ -208,8 +208,6 @@ def _start_afresh(engine: Engine) -> str:
 def differences(connection: Connection) -> list[Any]:
     """How the job store's tables differ from the models (Alembic's autogenerate diffs; empty
     when they match)."""
-    from worker.store import Base
-
     return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
 
 

@@ -4,13 +4,13 @@ Each worker runs it in a thread, every ``reconcile_every_s`` seconds:
 
 - a job whose worker was lost (killed, out of memory, partitioned: its lease expired) goes back
   to the queue and resumes from its newest checkpoint on the next free worker, or fails once its
-  workers have been lost more than ``max_lost`` times (``worker.store.expire_leases``);
+  workers have been lost more than ``max_lost`` times (``worker.store.leases.expire_leases``);
 - when the broker has lost its messages (Redis restarted without persistence, or flushed), every
   queued job is enqueued again. The sign of that is a sentinel key that the reconciler keeps in
   Redis: when it is missing, whatever was in Redis with it is gone too.
 
 Enqueuing a job twice is harmless: the second delivery finds it taken or done and does nothing
-(``worker.store.claim``).
+(``worker.store.leases.claim``).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from datetime import UTC, datetime
 import redis
 from celery import Celery
 
-from worker import store
+from worker.broker import is_embedded, is_redis
 from worker.celery_app import TRAIN_TASK
 from worker.settings import Settings
+from worker.store import leases
+from worker.store.db import session_scope
 
 log = logging.getLogger(__name__)
-
-REDIS_SCHEMES = ("redis://", "rediss://")
 
 
 def sentinel_key(settings: Settings) -> str:
@@ -38,7 +38,7 @@ def sentinel_key(settings: Settings) -> str:
 def broker_lost_messages(settings: Settings) -> bool:
     """True when the broker lost its data since the last look (and the first time any
     reconciler looks at a Redis). Only Redis brokers; others keep their messages."""
-    if not settings.broker_url.startswith(REDIS_SCHEMES):
+    if not is_redis(settings.broker_url):
         return False
     client = redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
     try:
@@ -60,15 +60,15 @@ class Reconciler:
         queued job when the broker lost its data. Returns the ids enqueued."""
         url = self.settings.database_url
         now = datetime.max.replace(tzinfo=UTC) if all_leases_dead else None
-        with store.session_scope(url) as session:
-            expired = store.expire_leases(session, max_lost=self.settings.max_lost, now=now)
+        with session_scope(url) as session:
+            expired = leases.expire_leases(session, max_lost=self.settings.max_lost, now=now)
             lost = [job.id for job in expired]
         for job_id in lost:
             log.warning("job %s: its worker was lost; requeued", job_id)
         pending = lost + sorted(self._unsent)
         if broker_lost_messages(self.settings):
-            with store.session_scope(url) as session:
-                queued = store.queued_job_ids(session)
+            with session_scope(url) as session:
+                queued = leases.queued_job_ids(session)
             if queued:
                 log.warning("the broker lost its messages: enqueuing %d queued jobs", len(queued))
             pending += queued
@@ -98,7 +98,7 @@ class Reconciler:
         daemon thread; set the returned event to stop it. With the embedded filesystem broker,
         which serves one worker, the first pass takes every leased job for lost."""
         try:
-            self.run_once(all_leases_dead=self.settings.broker_url.startswith("filesystem://"))
+            self.run_once(all_leases_dead=is_embedded(self.settings.broker_url))
         except Exception:
             log.exception("reconciler pass failed")
         stop = threading.Event()

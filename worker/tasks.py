@@ -1,8 +1,8 @@
 """Celery tasks: thin wrappers that take a job id, call ``gan``, and report to the job store.
 
-A task trains its job only while it holds the job's lease (``worker.store.claim``): a duplicate
-or stale delivery finds the job taken or finished and does nothing. Every write presents the
-lease's fencing token, so a worker that lost its lease can never overwrite the job.
+A task trains its job only while it holds the job's lease (``worker.store.leases.claim``): a
+duplicate or stale delivery finds the job taken or finished and does nothing. Every write presents
+the lease's fencing token, so a worker that lost its lease can never overwrite the job.
 """
 
 from __future__ import annotations
@@ -30,10 +30,13 @@ from gan.data import DatasetError, load_dataset
 from gan.evaluate import make_evaluator
 from gan.judge import JudgeError
 from gan.train import Progress, TrainingError, train
-from worker import store, tensorboard
+from worker import tensorboard
 from worker.celery_app import TRAIN_TASK, app
 from worker.logs import job_context
 from worker.settings import Settings, get_settings
+from worker.store import jobs, leases, series
+from worker.store.db import session_scope
+from worker.store.models import CANCELLING, LEASED_STATES, RUNNING, Job
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +99,8 @@ class Lease:
     def _beat(self) -> None:
         while not self._done.wait(self.lease_s / 3):
             try:
-                with store.session_scope(self.url) as session:
-                    renewed = store.renew(session, self.job_id, self.token, self.lease_s)
+                with session_scope(self.url) as session:
+                    renewed = leases.renew(session, self.job_id, self.token, self.lease_s)
             except SQLAlchemyError as e:  # the store is down: keep training, keep trying
                 log.warning("job %s: could not renew the lease: %s", self.job_id, e)
                 continue
@@ -105,28 +108,28 @@ class Lease:
                 self.lost.set()
                 return
 
-    def write(self, change: Callable[[store.Job], object]) -> bool:
+    def write(self, change: Callable[[Job], object]) -> bool:
         """Apply ``change`` to the job and renew the lease, if the lease is still ours."""
-        with store.session_scope(self.url) as session:
-            job = store.leased_job(session, self.job_id, self.token)
+        with session_scope(self.url) as session:
+            job = leases.leased_job(session, self.job_id, self.token)
             if job is None:
                 self.lost.set()
                 return False
             change(job)
-            if job.state in store.LEASED_STATES:
-                store.renew(session, self.job_id, self.token, self.lease_s)
+            if job.state in LEASED_STATES:
+                leases.renew(session, self.job_id, self.token, self.lease_s)
             return True
 
     def state(self) -> str | None:
         """The job's state while the lease is ours, else None."""
-        with store.session_scope(self.url) as session:
-            job = store.leased_job(session, self.job_id, self.token)
+        with session_scope(self.url) as session:
+            job = leases.leased_job(session, self.job_id, self.token)
             return job.state if job is not None else None
 
 
 def run_job(job_id: str, settings: Settings) -> str:
     """Train job ``job_id`` to the end (resuming from its newest checkpoint) and record the
-    outcome, if this worker can claim it. Returns ``worker.store.claim``'s outcome: "claimed"
+    outcome, if this worker can claim it. Returns ``leases.claim``'s outcome: "claimed"
     when it trained the job; "gone", "busy" or "wait" when it did nothing. Every line it logs
     carries the job id."""
     with job_context(job_id):
@@ -134,8 +137,8 @@ def run_job(job_id: str, settings: Settings) -> str:
 
 
 def _claim_and_train(job_id: str, settings: Settings) -> str:
-    with store.session_scope(settings.database_url) as session:
-        outcome, job = store.claim(session, job_id, worker_id(), settings.lease_s)
+    with session_scope(settings.database_url) as session:
+        outcome, job = leases.claim(session, job_id, worker_id(), settings.lease_s)
         if outcome != "claimed" or job is None:
             state = job.state if job is not None else "not found"
             log.warning("job %s: %s (%s), not training it here", job_id, outcome, state)
@@ -149,7 +152,7 @@ def _claim_and_train(job_id: str, settings: Settings) -> str:
 def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease) -> None:
     def progress(p: Progress) -> None:
         lease.write(
-            lambda job: store.record_progress(
+            lambda job: series.record_progress(
                 job,
                 step=p.step,
                 images_per_sec=p.images_per_sec,
@@ -179,7 +182,7 @@ def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease
         if _shutting_down.is_set() or lease.lost.is_set():
             return True
         try:
-            return lease.state() != store.RUNNING
+            return lease.state() != RUNNING
         except SQLAlchemyError as e:  # the store is down: train on; the lease decides
             log.warning("job %s: could not read its state: %s", job_id, e)
             return False
@@ -221,12 +224,12 @@ def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease
     if error is not None:
         release_memory()  # what the failed run held, before the next job
 
-    finish = not stopped or lease.state() == store.CANCELLING
-    if finish and lease.write(lambda job: store.mark_finished(job, error=error)):
+    finish = not stopped or lease.state() == CANCELLING
+    if finish and lease.write(lambda job: leases.mark_finished(job, error=error)):
         outcome = "cancelled" if stopped else "failed" if error else "succeeded"
         log.info("job %s %s", job_id, outcome)
         return
-    if _shutting_down.is_set() and lease.write(store.mark_requeued):
+    if _shutting_down.is_set() and lease.write(leases.mark_requeued):
         log.warning("job %s: worker shutting down; checkpointed and requeued", job_id)
         raise Reject("worker shutting down", requeue=True)
     _let_go(job_id, settings)
@@ -267,8 +270,8 @@ def release_memory() -> None:
 def _let_go(job_id: str, settings: Settings) -> None:
     """The job was deleted, or another worker took it over: leave it, removing the files of a
     deleted job (this worker may have written a checkpoint after the API removed them)."""
-    with store.session_scope(settings.database_url) as session:
-        if store.get_job(session, job_id) is not None:
+    with session_scope(settings.database_url) as session:
+        if jobs.get_job(session, job_id) is not None:
             log.warning("job %s: its lease went to another worker; stopped here", job_id)
             return
     shutil.rmtree(settings.job_dir(job_id), ignore_errors=True)

@@ -18,7 +18,7 @@ from api.routes.samples import (
     checkpoint_name,
 )
 from api.schemas import CheckpointList, CheckpointOut
-from worker import store
+from worker.store import series
 
 if TYPE_CHECKING:
     from api.sampling import Found
@@ -54,7 +54,7 @@ def list_checkpoints(
 
     found = sampling.listing(settings.checkpoint_dir(job.id))
     best_step = next((f.step for f in found if f.kind == "best"), None)
-    points = store.points_at_steps(session, job.id, [f.step for f in found])
+    points = series.points_at_steps(session, job.id, [f.step for f in found])
     # The evaluation's metrics are those of the job's latest one (the same every evaluation);
     # a point has them only at the steps where one was made, beside the progress report's.
     names = [name for name in job.metrics or {} if name != "step"]

@@ -12,7 +12,9 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import AUTH_RESPONSES, JobDep, SettingsDep
-from worker import store
+from worker.store import events, jobs
+from worker.store.db import get_engine
+from worker.store.models import FINAL_STATES, JobEvent
 
 router = APIRouter(prefix="/jobs", tags=["events"], responses=AUTH_RESPONSES)
 
@@ -21,16 +23,16 @@ POLL_S = 0.5  # how often the stream looks for new events in the job store
 KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing an idle stream
 
 
-def _sse(event: store.JobEvent) -> str:
+def _sse(event: JobEvent) -> str:
     return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.data)}\n\n"
 
 
-def _read(url: str, job_id: str, after: int) -> tuple[list[store.JobEvent], str | None]:
+def _read(url: str, job_id: str, after: int) -> tuple[list[JobEvent], str | None]:
     """(events after ``after``, the job's state; None once it is deleted)."""
-    with Session(store.get_engine(url)) as session:
-        events = store.events_after(session, job_id, after)
-        job = store.get_job(session, job_id)
-        return events, job.state if job is not None else None
+    with Session(get_engine(url)) as session:
+        found = events.events_after(session, job_id, after)
+        job = jobs.get_job(session, job_id)
+        return found, job.state if job is not None else None
 
 
 @router.get(
@@ -85,7 +87,7 @@ async def job_events(
             for event in events:
                 yield _sse(event)
                 sent = event.id
-            if state is None or (state in store.FINAL_STATES and not events):
+            if state is None or (state in FINAL_STATES and not events):
                 return
             if events:
                 idle = 0.0

@@ -28,8 +28,9 @@ from api.errors import field_error
 from api.routes.datasets import read_meta
 from api.schemas import JobList, JobOut, JobSpec, JobState, ResumeIn, WarningOut
 from gan.config import DATASETS, ConfigError, check_data, resolve
-from worker import store
 from worker.celery_app import TRAIN_TASK
+from worker.store import jobs, leases, series
+from worker.store.models import Job
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
@@ -44,11 +45,11 @@ UNQUEUED: Responses = {
 }
 
 
-def job_out(job: store.Job, request: Request) -> JobOut:
+def job_out(job: Job, request: Request) -> JobOut:
     def url(name: str) -> str:
         return str(request.url_for(name, job_id=job.id))
 
-    snapshot = store.progress_snapshot(job)
+    snapshot = series.progress_snapshot(job)
     return JobOut(
         id=job.id,
         state=job.state,
@@ -82,7 +83,7 @@ def _request_hash(spec: Any) -> str:
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
 
-def _replay(job: store.Job, request_hash: str, request: Request, response: Response) -> JobOut:
+def _replay(job: Job, request_hash: str, request: Request, response: Response) -> JobOut:
     """The job an earlier request with the same Idempotency-Key created."""
     if job.request_hash != request_hash:
         raise field_error(
@@ -95,14 +96,14 @@ def _replay(job: store.Job, request_hash: str, request: Request, response: Respo
     return job_out(job, request)
 
 
-def _enqueue(job: store.Job, session: Session, celery: CeleryDep, queue: str) -> None:
+def _enqueue(job: Job, session: Session, celery: CeleryDep, queue: str) -> None:
     """Send the job's task; when the broker is unreachable, record the job as failed (a
     person can resume it) and answer 503."""
     try:
         celery.send_task(TRAIN_TASK, args=[job.id], queue=queue)
     except Exception as e:  # kombu raises OperationalError and friends
         log.exception("could not enqueue job %s", job.id)
-        store.mark_finished(job, error=f"could not be queued: {e}")
+        leases.mark_finished(job, error=f"could not be queued: {e}")
         session.commit()
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -148,7 +149,7 @@ def create_job(
     or ``links.events`` for a stream of it."""
     request_hash = _request_hash(spec)
     if idempotency_key is not None:
-        earlier = store.find_idempotent(session, owner, idempotency_key)
+        earlier = jobs.find_idempotent(session, owner, idempotency_key)
         if earlier is not None:
             return _replay(earlier, request_hash, request, response)
     try:
@@ -160,7 +161,7 @@ def create_job(
             check_data(config, tuple(meta.shape), meta.num_classes)
     except ConfigError as e:  # rules between fields, and between the config and its data
         raise field_error(["body", e.field], str(e)) from e
-    job = store.create_job(
+    job = jobs.create_job(
         session,
         spec.preset,
         config.to_dict(),
@@ -173,7 +174,7 @@ def create_job(
     except IntegrityError:  # a concurrent request with the same Idempotency-Key won
         session.rollback()
         assert idempotency_key is not None
-        earlier = store.find_idempotent(session, owner, idempotency_key)
+        earlier = jobs.find_idempotent(session, owner, idempotency_key)
         assert earlier is not None
         return _replay(earlier, request_hash, request, response)
     _enqueue(job, session, celery, settings.task_queue)
@@ -181,7 +182,7 @@ def create_job(
     return job_out(job, request)
 
 
-def _encode_cursor(job: store.Job) -> str:
+def _encode_cursor(job: Job) -> str:
     text = f"{job.created_at.isoformat()}|{job.id}"
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
@@ -212,13 +213,13 @@ def list_jobs(
 ) -> JobList:
     """Your jobs, newest first, a page at a time."""
     before = _decode_cursor(cursor) if cursor is not None else None
-    jobs = store.list_jobs(session, owner=owner, states=state or (), before=before, limit=limit + 1)
-    next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    page = jobs.list_jobs(session, owner=owner, states=state or (), before=before, limit=limit + 1)
+    next_cursor = _encode_cursor(page[limit - 1]) if len(page) > limit else None
     links = {}
     if next_cursor is not None:
         links["next"] = str(request.url.include_query_params(cursor=next_cursor))
     return JobList(
-        jobs=[job_out(job, request) for job in jobs[:limit]], next_cursor=next_cursor, links=links
+        jobs=[job_out(job, request) for job in page[:limit]], next_cursor=next_cursor, links=links
     )
 
 
@@ -235,8 +236,8 @@ def cancel_job(job: JobDep, request: Request, session: SessionDep) -> JobOut:
     becomes ``cancelling`` until its worker has checkpointed and stopped, at its next progress
     report (every log_every steps), then ``cancelled``. 409 for a finished job."""
     try:
-        store.cancel(job)
-    except store.StateError as e:
+        jobs.cancel(job)
+    except jobs.StateError as e:
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
     session.commit()
     return job_out(job, request)
@@ -261,8 +262,8 @@ def resume_job(
     run that diverged rolls back to its last good one). With ``max_steps``, to a new total:
     that also trains a succeeded job further. 409 while it is queued, running or cancelling."""
     try:
-        store.resume(job, body.max_steps if body is not None else None)
-    except store.StateError as e:
+        jobs.resume(job, body.max_steps if body is not None else None)
+    except jobs.StateError as e:
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
     except ValueError as e:
         raise field_error(["body", "max_steps"], str(e)) from None
@@ -275,7 +276,7 @@ def resume_job(
 def delete_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> Response:
     """Remove a job, its metrics, events and files. A running job's worker stops at its next
     progress report and removes anything it wrote since."""
-    store.delete_job(session, job)
+    jobs.delete_job(session, job)
     session.commit()
     shutil.rmtree(settings.job_dir(job.id), ignore_errors=True)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

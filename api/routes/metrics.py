@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from api.deps import AUTH_RESPONSES, JobDep, SessionDep
 from api.schemas import MetricPointOut, MetricsOut
 from gan.config import BOUNDS
-from worker import store
+from worker.store import series
 
 router = APIRouter(prefix="/jobs", tags=["metrics"], responses=AUTH_RESPONSES)
 
@@ -36,7 +36,7 @@ def get_metrics(
     with the losses, the mean D logits and the throughput, and the quality evaluation's metrics
     at the steps one was made (every eval_every steps). A resumed or rolled-back job's points
     follow the run that went on."""
-    total, points = store.metric_points(
+    total, points = series.metric_points(
         session, job.id, since_step=since_step, max_points=max_points
     )
     return MetricsOut(

@@ -13,8 +13,8 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from api.deps import AUTH_RESPONSES, JobDep, SettingsDep
 from api.errors import field_error
-from worker import store
 from worker.settings import Settings
+from worker.store.models import Job
 
 if TYPE_CHECKING:
     from gan.sample import LoadedGenerator
@@ -132,7 +132,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @contextmanager
-def checkpoint_errors(job: store.Job) -> Iterator[None]:
+def checkpoint_errors(job: Job) -> Iterator[None]:
     """``api.sampling``'s lookup errors as HTTP errors: 409 (no checkpoint yet, or it is
     unreadable: truncated, damaged, not a checkpoint), 404 (not on disk) and 503 (changed while
     read, every attempt)."""
@@ -171,7 +171,7 @@ def not_modified(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-def check_label(job: store.Job, num_classes: int, label: int | str | None) -> None:
+def check_label(job: Job, num_classes: int, label: int | str | None) -> None:
     """422 naming ``label`` unless it fits the job's generator with ``num_classes`` classes."""
     if label is None:
         return
@@ -192,7 +192,7 @@ Render = Callable[["LoadedGenerator"], tuple[bytes, str, str]]  # → (body, med
 
 
 def respond(
-    job: store.Job,
+    job: Job,
     settings: Settings,
     checkpoint: str | None,
     ema: bool,

@@ -7,9 +7,9 @@ import pytest
 from api.main import app
 from api.schemas import JobSpec, JobState
 from gan.config import FIELD_GROUPS, PRESETS, TrainConfig
-from worker import store
 from worker.celery_app import TRAIN_TASK
 from worker.settings import Settings, get_settings
+from worker.store.models import STATES
 
 
 def queued_messages(settings: Settings) -> list[dict]:
@@ -135,7 +135,7 @@ def test_openapi_gives_each_spec_field_its_form_group(client):
 
 
 def test_documented_states_are_the_stores():
-    assert get_args(JobState) == store.STATES
+    assert get_args(JobState) == STATES
 
 
 def test_curl_dash_d_bodies_are_read_as_json(client):

@@ -6,8 +6,9 @@ import pytest
 from api.main import app
 from harness.services import parse_events
 from tests.api.test_jobs import queued_messages
-from worker import store
 from worker.settings import get_settings
+from worker.store import keys, leases, series
+from worker.store.db import session_scope
 
 
 def post(client, headers=None, **spec):
@@ -18,22 +19,22 @@ def post(client, headers=None, **spec):
 
 def claim(settings, job_id, worker="w1"):
     """Play the worker: take the job's lease; returns its token."""
-    with store.session_scope(settings.database_url) as session:
-        outcome, job = store.claim(session, job_id, worker, lease_s=60)
+    with session_scope(settings.database_url) as session:
+        outcome, job = leases.claim(session, job_id, worker, lease_s=60)
         assert outcome == "claimed" and job is not None
         return job.lease_token
 
 
 def as_worker(settings, job_id, token, action, **kwargs):
-    with store.session_scope(settings.database_url) as session:
-        job = store.leased_job(session, job_id, token)
+    with session_scope(settings.database_url) as session:
+        job = leases.leased_job(session, job_id, token)
         assert job is not None
         action(job, **kwargs)
 
 
 def report(job, step, checkpoint_step=None):
-    store.record_progress(job, step=step, images_per_sec=640.0, d_loss=1.0, g_loss=2.0,
-                          d_real=0.5, d_fake=-0.5, checkpoint_step=checkpoint_step)  # fmt: skip
+    series.record_progress(job, step=step, images_per_sec=640.0, d_loss=1.0, g_loss=2.0,
+                           d_real=0.5, d_fake=-0.5, checkpoint_step=checkpoint_step)  # fmt: skip
 
 
 def test_cancel_a_queued_job(client):
@@ -47,13 +48,13 @@ def test_cancel_a_running_job_waits_for_its_worker(client, settings):
     job = post(client)
     token = claim(settings, job["id"])
     assert client.post(f"/jobs/{job['id']}/cancel").json()["state"] == "cancelling"
-    as_worker(settings, job["id"], token, store.mark_finished)
+    as_worker(settings, job["id"], token, leases.mark_finished)
     assert client.get(f"/jobs/{job['id']}").json()["state"] == "cancelled"
 
 
 def test_finished_jobs_cannot_be_cancelled(client, settings):
     job = post(client)
-    as_worker(settings, job["id"], claim(settings, job["id"]), store.mark_finished)
+    as_worker(settings, job["id"], claim(settings, job["id"]), leases.mark_finished)
     response = client.post(f"/jobs/{job['id']}/cancel")
     assert response.status_code == 409 and "already succeeded" in response.json()["detail"]
 
@@ -65,7 +66,7 @@ def test_resume_requeues_a_cancelled_job_with_more_steps(client, settings):
     client.post(f"/jobs/{job['id']}/cancel")
     early = client.post(f"/jobs/{job['id']}/resume")
     assert early.status_code == 409 and "stopping" in early.json()["detail"]
-    as_worker(settings, job["id"], token, store.mark_finished)
+    as_worker(settings, job["id"], token, leases.mark_finished)
 
     too_few = client.post(f"/jobs/{job['id']}/resume", json={"max_steps": 30})
     assert too_few.status_code == 422
@@ -147,7 +148,7 @@ def test_events_replay_the_history_and_resume_after_last_event_id(client, settin
     token = claim(settings, job["id"])
     for step, ckpt in ((10, None), (20, 20)):
         as_worker(settings, job["id"], token, report, step=step, checkpoint_step=ckpt)
-    as_worker(settings, job["id"], token, store.mark_finished)
+    as_worker(settings, job["id"], token, leases.mark_finished)
     events = read_events(client, f"/jobs/{job['id']}/events")
     kinds = [kind for _, kind, _ in events]
     assert kinds == ["state", "state", "progress", "checkpoint", "progress", "state"]
@@ -182,8 +183,8 @@ def test_openapi_documents_the_lifecycle(client):
 @pytest.fixture
 def keyed(client, settings):
     """The service with one key in its settings and one made with `gan keys create`."""
-    with store.session_scope(settings.database_url) as session:
-        _, stored = store.create_api_key(session, "alice")
+    with session_scope(settings.database_url) as session:
+        _, stored = keys.create_api_key(session, "alice")
     keyed_settings = settings.model_copy(update={"api_keys": ("configured-key",)})
     app.dependency_overrides[get_settings] = lambda: keyed_settings
     return {"configured": "configured-key", "stored": stored}

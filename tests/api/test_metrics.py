@@ -3,7 +3,8 @@ worker records it."""
 
 from typing import Any
 
-from worker import store
+from worker.store import jobs, series
+from worker.store.db import session_scope
 
 LOSSES: dict[str, Any] = {"images_per_sec": 500.0, "g_loss": 0.7, "d_real": 1.5, "d_fake": -1.5,
                          "d_grad_norm": 4.0, "g_grad_norm": 0.5}  # fmt: skip
@@ -12,10 +13,10 @@ COLLAPSE = {"code": "mode_collapse", "step": 150, "message": "diversity fell to 
 
 def report(settings, job_id, step, **fields):
     """A progress report of ``step`` with d_loss = step / 1000."""
-    with store.session_scope(settings.database_url) as session:
-        job = store.get_job(session, job_id)
+    with session_scope(settings.database_url) as session:
+        job = jobs.get_job(session, job_id)
         assert job is not None
-        store.record_progress(
+        series.record_progress(
             job, step=step, d_loss=step / 1000, checkpoint_step=None, **LOSSES, **fields
         )
 

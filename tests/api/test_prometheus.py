@@ -15,9 +15,20 @@ from sqlalchemy import event
 from api.main import app, create_app
 from api.prometheus import JOB_DURATION_BUCKETS
 from tests.conftest import REDIS_URL, require_service
-from worker import store
 from worker.celery_app import TRAIN_TASK, celery_for
 from worker.settings import get_settings
+from worker.store import jobs, leases
+from worker.store.db import get_engine, session_scope
+from worker.store.models import (
+    CANCELLED,
+    CANCELLING,
+    FAILED,
+    FINAL_STATES,
+    QUEUED,
+    RUNNING,
+    STATES,
+    SUCCEEDED,
+)
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 SAMPLES = "/jobs/{job_id}/samples"
@@ -40,16 +51,16 @@ def value(families, name: str, **labels) -> float:
 def add_job(url: str, state: str, *, seconds: float | None = None, ips: float | None = None):
     """A job taken to ``state`` through the store's own transitions; a finished one ran for
     ``seconds`` (None: it never started)."""
-    with store.session_scope(url) as session:
-        job = store.create_job(session, "classic", {"max_steps": 10})
-        if seconds is not None or state in (store.RUNNING, store.CANCELLING):
-            outcome, claimed = store.claim(session, job.id, "test-worker", lease_s=60)
+    with session_scope(url) as session:
+        job = jobs.create_job(session, "classic", {"max_steps": 10})
+        if seconds is not None or state in (RUNNING, CANCELLING):
+            outcome, claimed = leases.claim(session, job.id, "test-worker", lease_s=60)
             assert outcome == "claimed" and claimed is not None
             job = claimed
-        if state == store.CANCELLING or state == store.CANCELLED:
-            store.cancel(job)
-        if state in (store.SUCCEEDED, store.FAILED) or (state == store.CANCELLED and seconds):
-            store.mark_finished(job, error="boom" if state == store.FAILED else None)
+        if state in (CANCELLING, CANCELLED):
+            jobs.cancel(job)
+        if state in (SUCCEEDED, FAILED) or (state == CANCELLED and seconds):
+            leases.mark_finished(job, error="boom" if state == FAILED else None)
         assert job.state == state
         job.images_per_sec = ips
         if seconds is not None:
@@ -63,23 +74,22 @@ def test_jobs_by_state_durations_and_throughput(client, settings, backend, reque
         settings = settings.model_copy(update={"database_url": postgres_url})
         app.dependency_overrides[get_settings] = lambda: settings
     url = settings.database_url
-    add_job(url, store.QUEUED, ips=999.0)  # requeued with progress: not training now
-    add_job(url, store.QUEUED)
-    add_job(url, store.RUNNING, ips=100.0)
-    add_job(url, store.RUNNING, ips=250.5)
-    add_job(url, store.RUNNING)  # no progress report yet
-    add_job(url, store.CANCELLING, ips=50.0)
+    add_job(url, QUEUED, ips=999.0)  # requeued with progress: not training now
+    add_job(url, QUEUED)
+    add_job(url, RUNNING, ips=100.0)
+    add_job(url, RUNNING, ips=250.5)
+    add_job(url, RUNNING)  # no progress report yet
+    add_job(url, CANCELLING, ips=50.0)
     for seconds in (30, 90, 4000):
-        add_job(url, store.SUCCEEDED, seconds=seconds)
-    add_job(url, store.FAILED, seconds=100)
-    add_job(url, store.FAILED)  # failed before it started: no duration
-    add_job(url, store.CANCELLED)  # cancelled while queued: no duration
+        add_job(url, SUCCEEDED, seconds=seconds)
+    add_job(url, FAILED, seconds=100)
+    add_job(url, FAILED)  # failed before it started: no duration
+    add_job(url, CANCELLED)  # cancelled while queued: no duration
 
     families = scrape(client)
 
-    expected = {store.QUEUED: 2, store.RUNNING: 3, store.CANCELLING: 1, store.SUCCEEDED: 3,
-                store.FAILED: 2, store.CANCELLED: 1}  # fmt: skip
-    for state in store.STATES:
+    expected = {QUEUED: 2, RUNNING: 3, CANCELLING: 1, SUCCEEDED: 3, FAILED: 2, CANCELLED: 1}
+    for state in STATES:
         assert value(families, "gan_jobs", state=state) == expected.get(state, 0)
     assert value(families, "gan_training_images_per_second") == pytest.approx(350.5)
 
@@ -97,18 +107,16 @@ def test_jobs_by_state_durations_and_throughput(client, settings, backend, reque
 
 def test_an_empty_store_has_every_state_at_zero(client):
     families = scrape(client)
-    assert {s.labels["state"]: s.value for s in families["gan_jobs"]} == dict.fromkeys(
-        store.STATES, 0.0
-    )
+    assert {s.labels["state"]: s.value for s in families["gan_jobs"]} == dict.fromkeys(STATES, 0.0)
     assert value(families, "gan_training_images_per_second") == 0
-    for state in store.FINAL_STATES:
+    for state in FINAL_STATES:
         assert value(families, "gan_job_duration_seconds_count", state=state) == 0
 
 
 def test_a_scrape_makes_two_queries(client, settings):
     client.get("/metrics")  # the engine and its tables exist
     statements: list[str] = []
-    engine = store.get_engine(settings.database_url)
+    engine = get_engine(settings.database_url)
 
     def count(_conn, _cursor, statement, *_):
         statements.append(statement)

@@ -30,8 +30,9 @@ from gan.config import resolve
 from gan.data import Dataset, ring8
 from gan.train import train
 from tests.conftest import first
-from worker import store
 from worker.settings import Settings, get_settings
+from worker.store import jobs, keys, leases, series
+from worker.store.db import session_scope
 
 FUZZ_EXAMPLES = int(os.environ.get("GAN_FUZZ_EXAMPLES", "25"))
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
@@ -41,19 +42,19 @@ KEY = "fuzz-key"
 def finished_job(settings: Settings, data: Dataset, preset: str, **overrides: Any) -> str:
     """A succeeded job with real checkpoints (and best.pt where it evaluates)."""
     config = resolve(preset, **overrides)
-    with store.session_scope(settings.database_url) as session:
-        owner = store.key_owner(store.hash_key(KEY)) if settings.api_keys else ""
-        job_id = store.create_job(session, preset, config.to_dict(), owner=owner).id
-        outcome, claimed = store.claim(session, job_id, "fuzz", lease_s=60)
+    with session_scope(settings.database_url) as session:
+        owner = keys.key_owner(keys.hash_key(KEY)) if settings.api_keys else ""
+        job_id = jobs.create_job(session, preset, config.to_dict(), owner=owner).id
+        outcome, claimed = leases.claim(session, job_id, "fuzz", lease_s=60)
         assert outcome == "claimed" and claimed is not None
     train(config, data, settings.checkpoint_dir(job_id))
-    with store.session_scope(settings.database_url) as session:
-        trained = store.get_job(session, job_id)
+    with session_scope(settings.database_url) as session:
+        trained = jobs.get_job(session, job_id)
         assert trained is not None
-        store.record_progress(trained, step=config.max_steps, images_per_sec=1.0, d_loss=1.0,
-                              g_loss=1.0, d_real=0.0, d_fake=0.0,
-                              checkpoint_step=config.max_steps)  # fmt: skip
-        store.mark_finished(trained)
+        series.record_progress(trained, step=config.max_steps, images_per_sec=1.0, d_loss=1.0,
+                               g_loss=1.0, d_real=0.0, d_fake=0.0,
+                               checkpoint_step=config.max_steps)  # fmt: skip
+        leases.mark_finished(trained)
     return job_id
 
 
@@ -88,7 +89,7 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             case.query["checkpoint"] = name
 
 
-def start_service(folder: Path, mnist_dir: Path, mnist: Dataset, keys: tuple[str, ...]) -> None:
+def start_service(folder: Path, mnist_dir: Path, mnist: Dataset, api_keys: tuple[str, ...]) -> None:
     """The app on a fresh job store and folders under ``folder``, with two finished jobs."""
     settings = Settings(
         data_dir=mnist_dir,
@@ -96,7 +97,7 @@ def start_service(folder: Path, mnist_dir: Path, mnist: Dataset, keys: tuple[str
         broker_url="filesystem://",
         broker_dir=folder / "broker",
         artifacts_dir=folder / "artifacts",
-        api_keys=keys,
+        api_keys=api_keys,
         jobs_per_minute=1_000_000,  # POST /jobs past the limit is a 429 tested elsewhere
     )
     limiter_for.cache_clear()

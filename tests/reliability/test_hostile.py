@@ -21,8 +21,9 @@ from api.main import app
 from gan.config import resolve
 from gan.data import ring8
 from gan.train import train
-from worker import store
 from worker.settings import Settings, get_settings
+from worker.store import jobs
+from worker.store.db import session_scope
 
 
 @pytest.fixture
@@ -243,8 +244,8 @@ def test_another_tenants_jobs_do_not_exist_for_a_key(client, settings):
         response = client.request(method, f"/jobs/{theirs}{path}", headers=as_b)
         assert response.status_code == 404, (method, path, response.text)
         named(response, f"no job with id '{theirs}'")
-    with store.session_scope(settings.database_url) as session:
-        untouched = store.get_job(session, theirs)
+    with session_scope(settings.database_url) as session:
+        untouched = jobs.get_job(session, theirs)
         assert untouched is not None and untouched.state == "queued"
 
 
@@ -258,10 +259,10 @@ def test_nothing_runs_on_the_worker_for_a_refused_spec(client, settings):
 
 def test_the_largest_event_id_and_step_are_answered(client, settings, job):
     """Regression (fuzzing): the largest values the parameters take reach the database."""
-    with store.session_scope(settings.database_url) as session:
-        queued = store.get_job(session, job)
+    with session_scope(settings.database_url) as session:
+        queued = jobs.get_job(session, job)
         assert queued is not None
-        store.cancel(queued)  # finished: its event stream ends
+        jobs.cancel(queued)  # finished: its event stream ends
     events = client.get(f"/jobs/{job}/events", params={"after": 2**63 - 1})
     assert events.status_code == 200 and "event:" not in events.text
     points = client.get(f"/jobs/{job}/metrics", params={"since_step": 10_000_000})

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from harness.load import jobs_scenario, sampling_scenario
 from harness.services import Service
-from worker import store
 from worker.settings import Settings
+from worker.store.db import get_engine
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +61,7 @@ def test_an_event_stream_holds_no_database_connection(
     it streamed, so 16 streams at once used up the pool and the next request waited 30 s for a
     connection, then failed with a 500."""
     job_id = client.post("/jobs", json={"max_steps": 10}).json()["id"]  # queued: streams on
-    pool = store.get_engine(settings.database_url).pool
+    pool = get_engine(settings.database_url).pool
     opened = threading.Event()
 
     def follow() -> None:

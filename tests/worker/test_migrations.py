@@ -16,8 +16,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from worker import migrate, store
-from worker.store import Base
+from worker import migrate
+from worker.store import events, jobs, series
+from worker.store.db import get_engine, session_scope
+from worker.store.models import Base
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"jobs", "metric_points", "job_events", "api_keys", migrate.VERSION_TABLE}
@@ -26,7 +28,7 @@ TABLES = {"jobs", "metric_points", "job_events", "api_keys", migrate.VERSION_TAB
 RACER = """
 import os, sys, time
 from pathlib import Path
-from worker.store import get_engine
+from worker.store.db import get_engine
 url, barrier, racers = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 (barrier / str(os.getpid())).touch()
 print("ready", flush=True)
@@ -48,16 +50,16 @@ def racer(url: str, barrier: Path, racers: int) -> subprocess.Popen[str]:
 
 
 def versions(url: str) -> list[str]:
-    with store.get_engine(url).connect() as connection:
+    with get_engine(url).connect() as connection:
         return list(connection.scalars(text(f"SELECT version_num FROM {migrate.VERSION_TABLE}")))
 
 
 def new_job_with_events(url: str) -> str:
     """A job with a metric point and events (rows that reference it)."""
-    with store.session_scope(url) as session:
-        job = store.create_job(session, "classic", {"max_steps": 5})
-        store.record_progress(job, step=1, images_per_sec=1.0, d_loss=0.5, g_loss=0.5,
-                              d_real=1.0, d_fake=-1.0, checkpoint_step=None)  # fmt: skip
+    with session_scope(url) as session:
+        job = jobs.create_job(session, "classic", {"max_steps": 5})
+        series.record_progress(job, step=1, images_per_sec=1.0, d_loss=0.5, g_loss=0.5,
+                               d_real=1.0, d_fake=-1.0, checkpoint_step=None)  # fmt: skip
         return job.id
 
 
@@ -82,7 +84,7 @@ def gan(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_migrations_make_exactly_the_schema_of_the_models(database_url):
-    with store.get_engine(database_url).connect() as connection:
+    with get_engine(database_url).connect() as connection:
         # Every table, column, type, index, unique constraint and foreign key (with its
         # ON DELETE) of the models: a model changed without a migration fails here.
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
@@ -94,7 +96,7 @@ def test_migrations_make_exactly_the_schema_of_the_models(database_url):
 def test_the_tables_go_to_the_schema_of_the_urls_search_path(postgres_url):
     url = make_url(postgres_url)
     schema = str(url.query["options"]).removeprefix("-csearch_path=")
-    store.get_engine(postgres_url)
+    get_engine(postgres_url)
     admin = create_engine(url.difference_update_query(["options"]))
     try:
         with admin.connect() as connection:
@@ -104,14 +106,14 @@ def test_the_tables_go_to_the_schema_of_the_urls_search_path(postgres_url):
 
 
 def test_upgrading_again_changes_nothing(database_url):
-    engine = store.get_engine(database_url)
-    with store.session_scope(database_url) as session:
-        job_id = store.create_job(session, "classic", {"max_steps": 5}).id
+    engine = get_engine(database_url)
+    with session_scope(database_url) as session:
+        job_id = jobs.create_job(session, "classic", {"max_steps": 5}).id
     assert migrate.upgrade(engine) == migrate.head()  # it was there already
     assert migrate.upgrade(engine) == migrate.head()
     assert versions(database_url) == [migrate.head()]
-    with store.session_scope(database_url) as session:
-        assert store.get_job(session, job_id) is not None
+    with session_scope(database_url) as session:
+        assert jobs.get_job(session, job_id) is not None
 
 
 def test_processes_starting_at_once_all_succeed(database_url, tmp_path):
@@ -122,14 +124,14 @@ def test_processes_starting_at_once_all_succeed(database_url, tmp_path):
         _, stderr = process.communicate(timeout=120)
         assert process.returncode == 0, stderr
     assert versions(database_url) == [migrate.head()]
-    with store.get_engine(database_url).connect() as connection:
+    with get_engine(database_url).connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 
 
 def test_an_upgrade_waits_for_the_one_holding_the_lock(database_url, tmp_path):
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    engine = store.get_engine(database_url)
+    engine = get_engine(database_url)
     with migrate.locked(engine):
         process = racer(database_url, barrier, 1)
         assert process.stdout is not None
@@ -143,7 +145,7 @@ def test_an_upgrade_waits_for_the_one_holding_the_lock(database_url, tmp_path):
 def test_a_job_store_made_before_migrations_is_refused_with_what_to_do(database_url):
     made_before_migrations(database_url)
     with pytest.raises(migrate.SchemaError, match="before schema migrations") as refused:
-        store.get_engine(database_url)
+        get_engine(database_url)
     assert "gan db stamp" in str(refused.value)
     engine = create_engine(database_url)
     try:
@@ -172,7 +174,7 @@ def test_adopting_refuses_tables_that_differ_from_the_models(database_url):
 
 
 def test_a_revision_this_code_does_not_know_is_refused(database_url):
-    engine = store.get_engine(database_url)
+    engine = get_engine(database_url)
     with engine.begin() as connection:
         connection.execute(text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '9999'"))
     with pytest.raises(migrate.SchemaError, match="9999, which this version"):
@@ -228,17 +230,17 @@ def test_a_migration_that_rebuilds_a_table_on_sqlite_keeps_the_rows_that_referen
             batch.add_column(sa.Column("priority", sa.Integer()))
         """,
     )
-    migrate.upgrade(store.get_engine(url))
+    migrate.upgrade(get_engine(url))
     assert versions(url) == ["9000"]
-    with store.session_scope(url) as session:
-        assert store.events_after(session, job_id, 0)
-        assert store.metric_points(session, job_id)[0] == 1
-    with store.get_engine(url).connect() as connection:
+    with session_scope(url) as session:
+        assert events.events_after(session, job_id, 0)
+        assert series.metric_points(session, job_id)[0] == 1
+    with get_engine(url).connect() as connection:
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # on again
 
 
 def test_a_migration_that_fails_leaves_nothing_half_done(database_url, tmp_path, monkeypatch):
-    engine = store.get_engine(database_url)
+    engine = get_engine(database_url)
     copy_of_the_migrations(
         tmp_path,
         monkeypatch,

@@ -4,28 +4,30 @@ from pathlib import Path
 
 from gan.checkpoint import list_checkpoints
 from gan.config import resolve
-from worker import store
 from worker.celery_app import celery_for
 from worker.reconcile import Reconciler
+from worker.store import jobs, leases, series
+from worker.store.db import session_scope
+from worker.store.models import FAILED, QUEUED, SUCCEEDED
 from worker.tasks import run_job
 
 
 def new_job(settings, **overrides) -> str:
     config = resolve("classic", **overrides).to_dict()
-    with store.session_scope(settings.database_url) as session:
-        return store.create_job(session, "classic", config).id
+    with session_scope(settings.database_url) as session:
+        return jobs.create_job(session, "classic", config).id
 
 
 def job_row(settings, job_id):
-    with store.session_scope(settings.database_url) as session:
-        return store.get_job(session, job_id)
+    with session_scope(settings.database_url) as session:
+        return jobs.get_job(session, job_id)
 
 
 def test_run_job_trains_and_records_progress(settings):
     job_id = new_job(settings, max_steps=20, log_every=5, checkpoint_every=10, eval_samples=200)
     run_job(job_id, settings)
     job = job_row(settings, job_id)
-    assert job.state == store.SUCCEEDED and job.error is None
+    assert job.state == SUCCEEDED and job.error is None
     assert (job.step, job.checkpoint_step) == (20, 20)
     assert job.images_per_sec > 0 and job.d_loss is not None and job.g_loss is not None
     assert job.started_at <= job.finished_at
@@ -47,26 +49,26 @@ def test_missing_data_fails_the_job_with_a_reason(settings, tmp_path: Path):
     job_id = new_job(settings, max_steps=5)
     run_job(job_id, settings.model_copy(update={"data_dir": empty}))
     job = job_row(settings, job_id)
-    assert job.state == store.FAILED
+    assert job.state == FAILED
     assert "no mnist IDX files" in job.error and "GAN_DATA_DIR" in job.error
 
 
 def test_unknown_job_is_ignored(settings):
     run_job("00000000-0000-0000-0000-000000000000", settings)  # no exception, nothing created
-    with store.session_scope(settings.database_url) as session:
-        assert store.list_jobs(session) == []
+    with session_scope(settings.database_url) as session:
+        assert jobs.list_jobs(session) == []
 
 
 def test_lost_workers_jobs_are_requeued_at_embedded_start_up(settings):
     running, queued = new_job(settings), new_job(settings)
-    with store.session_scope(settings.database_url) as session:
-        assert store.claim(session, running, "dead-worker", lease_s=3600)[0] == "claimed"
+    with session_scope(settings.database_url) as session:
+        assert leases.claim(session, running, "dead-worker", lease_s=3600)[0] == "claimed"
     # the embedded broker serves one worker: at its start-up every lease is a dead worker's
     assert Reconciler(settings, celery_for(settings)).run_once(all_leases_dead=True) == [running]
     assert len(list((settings.broker_dir / "queue").iterdir())) == 1
     job = job_row(settings, running)
-    assert (job.state, job.lost, job.lease_owner) == (store.QUEUED, 1, None)
-    assert job_row(settings, queued).state == store.QUEUED
+    assert (job.state, job.lost, job.lease_owner) == (QUEUED, 1, None)
+    assert job_row(settings, queued).state == QUEUED
 
 
 def test_evaluations_best_and_warnings_are_recorded(settings):
@@ -74,10 +76,10 @@ def test_evaluations_best_and_warnings_are_recorded(settings):
                      eval_every=10, eval_samples=200)  # fmt: skip
     run_job(job_id, settings)
     job = job_row(settings, job_id)
-    assert job.state == store.SUCCEEDED, job.error
+    assert job.state == SUCCEEDED, job.error
     assert job.metrics["step"] == 30 and {"mode_kl", "diversity"} <= set(job.metrics)
-    with store.session_scope(settings.database_url) as session:
-        total, points = store.metric_points(session, job_id)
+    with session_scope(settings.database_url) as session:
+        total, points = series.metric_points(session, job_id)
     assert [p.step for p in points] == [5, 10, 15, 20, 25, 30] and total == 6
     evaluated: dict[int, dict] = {p.step: p.data for p in points if "mode_kl" in p.data}
     assert sorted(evaluated) == [10, 20, 30]
@@ -98,7 +100,7 @@ def test_mnist_evaluations_use_the_cached_judge(settings):
     job_id = new_job(settings, max_steps=10, log_every=5, eval_every=10, eval_samples=200)
     run_job(job_id, settings)
     job = job_row(settings, job_id)
-    assert job.state == store.SUCCEEDED, job.error
+    assert job.state == SUCCEEDED, job.error
     assert {"fid", "diversity", "coverage"} <= set(job.metrics) and job.metrics["step"] == 10
     assert job.best_metrics == job.metrics  # the only evaluation is the best
     assert list(settings.judges_dir.iterdir()) == [judge] and judge.stat().st_mtime_ns == cached
@@ -108,7 +110,7 @@ def test_no_evaluations_when_eval_every_is_0(settings):
     job_id = new_job(settings, dataset="ring8", max_steps=10, log_every=5, eval_every=0)
     run_job(job_id, settings)
     job = job_row(settings, job_id)
-    assert job.state == store.SUCCEEDED
+    assert job.state == SUCCEEDED
     assert (job.metrics, job.best_metrics, job.warnings) == (None, None, [])
     assert not (settings.checkpoint_dir(job_id) / "best.pt").exists()
 

@@ -9,8 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from gan.config import resolve
-from worker import store, tensorboard
+from worker import tensorboard
 from worker.settings import Settings
+from worker.store import jobs
+from worker.store.db import session_scope
+from worker.store.models import SUCCEEDED
 from worker.tasks import run_job
 
 
@@ -22,13 +25,13 @@ def closed_writer() -> Iterator[None]:
 
 def new_job(settings: Settings, **overrides: object) -> str:
     config = resolve("classic", **overrides).to_dict()
-    with store.session_scope(settings.database_url) as session:
-        return store.create_job(session, "classic", config).id
+    with session_scope(settings.database_url) as session:
+        return jobs.create_job(session, "classic", config).id
 
 
 def state_of(settings: Settings, job_id: str) -> str:
-    with store.session_scope(settings.database_url) as session:
-        job = store.get_job(session, job_id)
+    with session_scope(settings.database_url) as session:
+        job = jobs.get_job(session, job_id)
         assert job is not None
         return job.state
 
@@ -42,7 +45,7 @@ def test_the_worker_writes_scalars_evaluations_and_sample_grids(settings: Settin
         settings, max_steps=20, log_every=5, checkpoint_every=10, eval_every=10, eval_samples=200
     )
     run_job(job_id, settings)
-    assert state_of(settings, job_id) == store.SUCCEEDED
+    assert state_of(settings, job_id) == SUCCEEDED
 
     events = EventAccumulator(str(tensorboard.log_dir(settings, job_id)), {"images": 0})
     events.Reload()
@@ -65,7 +68,7 @@ def test_without_the_package_training_goes_on_and_the_log_says_why(
     job_id = new_job(settings, max_steps=10, log_every=5, eval_every=0)
     with caplog.at_level(logging.WARNING, logger="worker.tensorboard"):
         run_job(job_id, settings)
-    assert state_of(settings, job_id) == store.SUCCEEDED
+    assert state_of(settings, job_id) == SUCCEEDED
     warnings = [r.getMessage() for r in caplog.records if r.name == "worker.tensorboard"]
     assert len(warnings) == 1  # once, not at every report
     assert "tensorboard package is not installed" in warnings[0] and "pip install" in warnings[0]

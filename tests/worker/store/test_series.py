@@ -1,12 +1,11 @@
+"""worker.store.series: progress reports and their time series, on SQLite and the real
+PostgreSQL."""
+
 import math
-from datetime import UTC
 
-from worker import store
-
-
-def new_job(database_url, max_steps: int = 50) -> str:
-    with store.session_scope(database_url) as session:
-        return store.create_job(session, "classic", {"max_steps": max_steps}).id
+from tests.worker.store.helpers import new_job
+from worker.store import jobs, series
+from worker.store.db import session_scope
 
 
 def report(database_url, job_id, step, **fields):
@@ -14,54 +13,16 @@ def report(database_url, job_id, step, **fields):
     losses = {"images_per_sec": 1e3, "d_loss": step / 100, "g_loss": 0.5, "d_real": 1.0,
               "d_fake": -1.0, "d_grad_norm": 2.0, "g_grad_norm": 3.0,
               "checkpoint_step": None}  # fmt: skip
-    with store.session_scope(database_url) as session:
-        job = store.get_job(session, job_id)
+    with session_scope(database_url) as session:
+        job = jobs.get_job(session, job_id)
         assert job is not None
-        store.record_progress(job, step=step, **{**losses, **fields})
+        series.record_progress(job, step=step, **{**losses, **fields})
 
 
-def series(database_url, job_id, **query) -> tuple[int, list[tuple[int, dict]]]:
-    with store.session_scope(database_url) as session:
-        total, points = store.metric_points(session, job_id, **query)
+def read_series(database_url, job_id, **query) -> tuple[int, list[tuple[int, dict]]]:
+    with session_scope(database_url) as session:
+        total, points = series.metric_points(session, job_id, **query)
         return total, [(p.step, p.data) for p in points]
-
-
-def test_job_lifecycle_round_trips(database_url):
-    with store.session_scope(database_url) as session:
-        job_id = store.create_job(session, "classic", {"max_steps": 50, "lr_g": 2e-4}).id
-    with store.session_scope(database_url) as session:
-        queued = store.get_job(session, job_id)
-        assert queued is not None and queued.state == store.QUEUED
-        assert queued.total_steps == 50
-        assert queued.created_at.tzinfo == UTC  # timestamps come back aware on every database
-        assert (queued.metrics, queued.best_metrics, queued.warnings) == (None, None, [])
-    with store.session_scope(database_url) as session:
-        outcome, queued = store.claim(session, job_id, "w1", lease_s=60)
-        assert outcome == "claimed" and queued is not None
-        store.record_progress(
-            queued, step=10, images_per_sec=1e3, d_loss=1.2, g_loss=0.8, d_real=0.5,
-            d_fake=-0.5, checkpoint_step=None,
-        )  # fmt: skip
-    with store.session_scope(database_url) as session:
-        running = store.get_job(session, job_id)
-        assert running is not None
-        assert (running.state, running.step, running.d_loss) == (store.RUNNING, 10, 1.2)
-        assert running.config == {"max_steps": 50, "lr_g": 2e-4}
-        store.mark_finished(running, error="disk full")
-    with store.session_scope(database_url) as session:
-        failed = store.get_job(session, job_id)
-        assert failed is not None and failed.state == store.FAILED and failed.error == "disk full"
-        assert failed.finished_at is not None and failed.finished_at >= failed.created_at
-
-
-def test_list_is_newest_first(database_url):
-    ids = []
-    for n in range(3):
-        with store.session_scope(database_url) as session:
-            ids.append(store.create_job(session, "classic", {"max_steps": n + 1}).id)
-    with store.session_scope(database_url) as session:
-        assert [job.id for job in store.list_jobs(session)] == ids[::-1]
-        assert store.get_job(session, "missing") is None
 
 
 def test_progress_records_evaluations_best_and_warnings(database_url):
@@ -74,8 +35,8 @@ def test_progress_records_evaluations_best_and_warnings(database_url):
            best={"fid": 30.0, "diversity": 0.9}, best_step=20, warnings=[warning])  # fmt: skip
     report(database_url, job_id, 40, metrics={"fid": 45.0, "diversity": 0.1}, metrics_step=40,
            best={"fid": 30.0, "diversity": 0.9}, best_step=20, warnings=[warning])  # fmt: skip
-    with store.session_scope(database_url) as session:
-        job = store.get_job(session, job_id)
+    with session_scope(database_url) as session:
+        job = jobs.get_job(session, job_id)
         assert job is not None
         assert job.metrics == {"fid": 45.0, "diversity": 0.1, "step": 40}
         assert job.best_metrics == {"fid": 30.0, "diversity": 0.9, "step": 20}
@@ -83,7 +44,7 @@ def test_progress_records_evaluations_best_and_warnings(database_url):
     losses = {"images_per_sec": 1e3, "g_loss": 0.5, "d_real": 1.0, "d_fake": -1.0,
               "d_grad_norm": 2.0, "g_grad_norm": 3.0}  # fmt: skip
     # One point per report; the evaluation only in the report that brought it.
-    assert series(database_url, job_id) == (4, [
+    assert read_series(database_url, job_id) == (4, [
         (10, {"d_loss": 0.1, **losses}),
         (20, {"d_loss": 0.2, **losses, "fid": 30.0, "diversity": 0.9}),
         (30, {"d_loss": 0.3, **losses}),
@@ -97,7 +58,7 @@ def test_an_evaluation_between_reports_gets_its_own_point(database_url):
     report(database_url, job_id, 20, metrics={"mode_kl": 0.5}, metrics_step=15)
     progress = ["d_fake", "d_grad_norm", "d_loss", "d_real", "g_grad_norm", "g_loss",
                 "images_per_sec"]  # fmt: skip
-    assert [(step, sorted(data)) for step, data in series(database_url, job_id)[1]] == [
+    assert [(step, sorted(data)) for step, data in read_series(database_url, job_id)[1]] == [
         (10, progress),
         (15, ["mode_kl"]),
         (20, progress),
@@ -112,7 +73,7 @@ def test_repeated_steps_replace_the_abandoned_points(database_url):
         report(database_url, job_id, step, images_per_sec=1.0)
     for step in (30, 40, 50):
         report(database_url, job_id, step, images_per_sec=2.0)
-    points = series(database_url, job_id)[1]
+    points = read_series(database_url, job_id)[1]
     assert [(step, data["images_per_sec"]) for step, data in points] == [
         (10, 1.0), (20, 1.0), (30, 2.0), (40, 2.0), (50, 2.0),
     ]  # fmt: skip
@@ -123,10 +84,10 @@ def test_non_finite_values_are_stored_as_null(database_url):
     job_id = new_job(database_url)
     report(database_url, job_id, 10, d_real=math.nan,
            metrics={"fid": math.inf, "diversity": 1.0}, metrics_step=10)  # fmt: skip
-    with store.session_scope(database_url) as session:
-        job = store.get_job(session, job_id)
+    with session_scope(database_url) as session:
+        job = jobs.get_job(session, job_id)
         assert job is not None and job.metrics == {"fid": None, "diversity": 1.0, "step": 10}
-    [(_, data)] = series(database_url, job_id)[1]
+    [(_, data)] = read_series(database_url, job_id)[1]
     assert data["d_real"] is None and data["fid"] is None and data["d_fake"] == -1.0
 
 
@@ -137,10 +98,10 @@ def test_series_are_per_job_filtered_and_downsampled_evenly(database_url):
     report(database_url, other, 1)
 
     def steps(**query):
-        return [step for step, _ in series(database_url, job_id, **query)[1]]
+        return [step for step, _ in read_series(database_url, job_id, **query)[1]]
 
     assert steps() == list(range(1, 11))
-    assert series(database_url, job_id, max_points=4)[0] == 10
+    assert read_series(database_url, job_id, max_points=4)[0] == 10
     # n = 10 points to m: ranks ceil(j·9/(m−1)), j = 0 … m−1 (worked out by hand)
     assert steps(max_points=4) == [1, 4, 7, 10]  # ranks 0, 3, 6, 9
     assert steps(max_points=3) == [1, 6, 10]  # ranks 0, ceil(4.5) = 5, 9
@@ -148,5 +109,5 @@ def test_series_are_per_job_filtered_and_downsampled_evenly(database_url):
     assert steps(max_points=1) == [10]  # the newest
     assert steps(since_step=7) == [8, 9, 10]
     assert steps(since_step=7, max_points=2) == [8, 10]
-    assert series(database_url, job_id, since_step=10) == (0, [])
-    assert series(database_url, "missing") == (0, [])
+    assert read_series(database_url, job_id, since_step=10) == (0, [])
+    assert read_series(database_url, "missing") == (0, [])

@@ -1,0 +1,56 @@
+"""Connections to the job store: one engine per database URL, its schema migrated on first use,
+and sessions that commit or roll back as a whole."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker import migrate
+
+
+@lru_cache
+def get_engine(url: str) -> Engine:
+    """One engine per database URL, its schema migrated to the newest revision on first use
+    (``worker.migrate.upgrade``; raises ``migrate.SchemaError`` when it cannot be)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # WAL lets the API read while the worker writes progress.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")  # deleting a job deletes its series
+            cursor.close()
+
+        _make_sqlite_parent(url)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    try:
+        migrate.upgrade(engine)  # the tables, brought up to date (worker/migrations)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def _make_sqlite_parent(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    with sessionmaker(get_engine(url), expire_on_commit=False)() as session, session.begin():
+        yield session

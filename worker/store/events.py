@@ -1,0 +1,36 @@
+"""Each job's log of the changes a client may want to follow (``models.JobEvent``): state
+changes, progress reports and new checkpoints, in order. The API streams them as Server-Sent
+Events (``api/routes/events.py``).
+
+State events are added here, by every change of state (``jobs``, ``leases``); progress and
+checkpoint events by ``series.record_progress``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from worker.store.models import Job, JobEvent, utcnow
+
+
+def add_state_event(job: Job) -> None:
+    """Log the job's state (and error), which has just changed."""
+    job.events.add(
+        JobEvent(kind="state", data={"state": job.state, "error": job.error}, created_at=utcnow())
+    )
+
+
+def events_after(session: Session, job_id: str, after: int, limit: int = 500) -> list[JobEvent]:
+    """The job's events with ids above ``after``, oldest first."""
+    query = (
+        select(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.id > after)
+        .order_by(JobEvent.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def last_event_id(session: Session, job_id: str) -> int:
+    return session.scalar(select(func.max(JobEvent.id)).where(JobEvent.job_id == job_id)) or 0

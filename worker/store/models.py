@@ -1,0 +1,147 @@
+"""The job store's tables, and the states of a job (see ``worker.store`` for how they change).
+
+The schema these classes describe is made and changed only by the migrations in
+``worker/migrations``: a change here needs a new migration (``gan db revision``), which
+``tests/worker/test_migrations.py`` checks.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, WriteOnlyMapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+QUEUED, RUNNING, CANCELLING = "queued", "running", "cancelling"
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+STATES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
+FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
+LEASED_STATES = (RUNNING, CANCELLING)  # a worker holds the lease
+
+
+def utcnow() -> datetime:
+    """The time every timestamp of the store is taken from."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every database (SQLite stores it naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
+        Index("ix_jobs_owner_created", "owner", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    # The API key the job belongs to ("" when the service runs without keys).
+    owner: Mapped[str] = mapped_column(String(64), default="")
+    # The client's Idempotency-Key of the POST that created it, and a hash of that request's
+    # body: a retry with the same key and body gets this job back instead of a new one.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    preset: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # the resolved TrainConfig.to_dict()
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int] = mapped_column(Integer)
+    images_per_sec: Mapped[float | None] = mapped_column(Float)
+    d_loss: Mapped[float | None] = mapped_column(Float)
+    g_loss: Mapped[float | None] = mapped_column(Float)
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer)  # newest checkpoint on disk
+    error: Mapped[str | None] = mapped_column(Text)  # why a failed job failed, for a person
+    # The latest evaluation {name: value, "step": int}, and that of the best checkpoint; None
+    # before the first (or, for best_metrics, when the run keeps no best checkpoint).
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    best_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Every warning of the run so far: [{"code": str, "step": int, "message": str}].
+    warnings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # The lease of the worker training it (see ``worker.store.leases``): who, until when, and
+    # the fencing token that every write of that worker must present.
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    lease_token: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # times a worker claimed it
+    lost: Mapped[int] = mapped_column(Integer, default=0)  # times its worker was lost
+    points: WriteOnlyMapped[MetricPoint] = relationship(passive_deletes=True)
+    events: WriteOnlyMapped[JobEvent] = relationship(passive_deletes=True)
+
+
+class MetricPoint(Base):
+    """One progress report of a job: {d_loss, g_loss, d_real, d_fake, d_grad_norm, g_grad_norm,
+    images_per_sec}, plus the evaluation's metrics when one was made at this step. Non-finite
+    values are stored as None."""
+
+    __tablename__ = "metric_points"
+    __table_args__ = (Index("ix_metric_points_job_step", "job_id", "step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    data: Mapped[dict[str, float | None]] = mapped_column(JSON)
+
+
+class JobEvent(Base):
+    """Something a client following the job wants to hear about, in order (``id`` grows):
+
+    - ``state``: {"state", "error"} when the job changes state;
+    - ``progress``: a progress report, with the same field names as the job's own
+      (step, total_steps, images_per_sec, eta_seconds, d_loss, g_loss, d_real, d_fake,
+      checkpoint_step, metrics, metrics_step);
+    - ``checkpoint``: {"step"} when a new checkpoint is on disk.
+    """
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ApiKey(Base):
+    """An API key made with ``gan keys create``. Only a SHA-256 of the key is stored: keys are
+    32 random bytes, so a fast hash is as good as a slow one and costs nothing per request."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the jobs' owner
+    name: Mapped[str] = mapped_column(String(255))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
