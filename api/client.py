@@ -19,16 +19,19 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, TypedDict, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import httpx
+from typing_extensions import TypedDict  # not typing's: pydantic reads these on 3.11 too
+
+from gan.monitor import WarningCode
+from worker.store.states import JobState
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
 class JobWarning(TypedDict):
-    code: str  # diverged, vanishing_gradients or mode_collapse
+    code: WarningCode  # what was flagged
     step: int  # the step the condition started
     message: str  # what happened and what to try
 
@@ -37,7 +40,7 @@ class Job(TypedDict):
     """A job as ``GET /jobs/{id}`` answers it (the README and /docs describe each field)."""
 
     id: str
-    state: str  # queued, running, cancelling, succeeded, failed, cancelled
+    state: JobState
     preset: str
     config: dict[str, Any]
     step: int

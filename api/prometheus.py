@@ -38,7 +38,8 @@ from api.readiness import describe
 from worker.broker import is_embedded, is_redis
 from worker.settings import Settings
 from worker.store.db import get_engine
-from worker.store.models import FINAL_STATES, RUNNING, STATES, Job
+from worker.store.models import Job
+from worker.store.states import FINAL_STATES, RUNNING, STATES
 
 log = logging.getLogger(__name__)
 

@@ -28,12 +28,12 @@ from typing import Any, TextIO
 
 import httpx
 
-from api.client import FINAL_STATES, ApiError, Client, Event, Job
+from api.client import ApiError, Client, Event, Job
 from gan.cli import parse_overrides
 from gan.config import PRESETS, ConfigError
 from worker.settings import get_settings
+from worker.store.states import FINAL_STATES, STATES
 
-JOB_STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 COMMANDS = ("submit", "jobs", "status", "watch", "cancel", "resume", "delete")
 BAR_WIDTH = 24
 LINE_EVERY_S = 2.0  # a watch writing to a file or pipe prints a progress line this often
@@ -72,7 +72,7 @@ def add_commands(commands: Any) -> None:
     add_service_options(submit)
 
     jobs = commands.add_parser("jobs", help="list your jobs, newest first")
-    jobs.add_argument("--state", action="append", choices=JOB_STATES, help="only these states")
+    jobs.add_argument("--state", action="append", choices=STATES, help="only these states")
     jobs.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     add_service_options(jobs)
 

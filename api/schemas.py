@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, field_v
 from pydantic.config import JsonDict
 
 from gan.config import BOUNDS, CHOICES, DATASETS, FIELD_DOCS, FIELD_GROUPS, FIELD_TYPES, PRESETS
+from gan.monitor import WarningCode
+from worker.store.states import FINAL_STATES, JobState
 
 
 class _JobSpecBase(BaseModel):
@@ -67,7 +69,6 @@ JobSpec = create_model(  # type: ignore[call-overload]
 )
 
 
-JobState = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 JOB_STATES_DOC = (
     "queued (waiting for a worker), running, cancelling (asked to stop; its worker checkpoints "
     "and stops at its next progress report), succeeded, failed (error says why), cancelled. "
@@ -76,7 +77,7 @@ JOB_STATES_DOC = (
 
 
 class WarningOut(BaseModel):
-    code: str = Field(
+    code: WarningCode = Field(
         description="What was flagged: diverged (a loss or weight became non-finite and the run "
         "rolled back with lower learning rates), vanishing_gradients (D saturated: D(x) → 1, "
         "D(G(z)) → 0 for a window), mode_collapse (coverage or sample diversity, overall or "
@@ -91,7 +92,9 @@ class WarningOut(BaseModel):
 
 class JobOut(BaseModel):
     id: str
-    state: JobState = Field(description=JOB_STATES_DOC)
+    state: JobState = Field(
+        description=JOB_STATES_DOC, json_schema_extra={"x-final": list(FINAL_STATES)}
+    )
     preset: str
     config: dict[str, Any] = Field(description="The full resolved training config.")
     step: int = Field(description="Generator steps done.")

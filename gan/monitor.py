@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 SATURATED_D_LOSS = 0.01  # D's loss below this: D separates real from fake almost perfectly
 SATURATION_REPORTS = 5  # ... for this many progress reports in a row
@@ -35,9 +35,13 @@ UNBOUNDED_LOSSES = ("wgan", "wgan_gp")  # critic losses with no "near 0" saturat
 log = logging.getLogger(__name__)
 
 
+# What a warning flags: the one list, which the API's schema and the client take.
+WarningCode = Literal["diverged", "vanishing_gradients", "mode_collapse", "checkpoint_corrupt"]
+
+
 @dataclass(frozen=True)
 class TrainWarning:
-    code: str  # "diverged" | "vanishing_gradients" | "mode_collapse" | "checkpoint_corrupt"
+    code: WarningCode
     step: int  # the step the condition started
     message: str  # what happened and what to try, for a person
 
@@ -59,7 +63,9 @@ class Monitor:
     most_covered: float = 0.0  # most classes or modes covered by any evaluation
     saturated_since: int | None = None  # first step of the current run of saturated reports
     saturated_reports: int = 0
-    flagged: list[str] = field(default_factory=list)  # codes whose condition holds right now
+    flagged: list[WarningCode] = field(
+        default_factory=list
+    )  # codes whose condition holds right now
 
     def observe_losses(self, step: int, loss: str, d_loss: float) -> None:
         """Note one progress report's D loss; flag vanishing gradients after a saturated run."""
@@ -140,7 +146,7 @@ class Monitor:
             )
         )
 
-    def _raise(self, code: str, step: int, message: str) -> None:
+    def _raise(self, code: WarningCode, step: int, message: str) -> None:
         if code not in self.flagged:
             self.flagged.append(code)
             self._warn(TrainWarning(code, step, message))
@@ -149,7 +155,7 @@ class Monitor:
         self.warnings.append(warning)
         log.warning("%s from step %d: %s", warning.code, warning.step, warning.message)
 
-    def _clear(self, code: str) -> None:
+    def _clear(self, code: WarningCode) -> None:
         if code in self.flagged:
             self.flagged.remove(code)
 

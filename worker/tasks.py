@@ -36,7 +36,8 @@ from worker.logs import job_context
 from worker.settings import Settings, get_settings
 from worker.store import jobs, leases, series
 from worker.store.db import session_scope
-from worker.store.models import CANCELLING, LEASED_STATES, RUNNING, Job
+from worker.store.models import Job
+from worker.store.states import CANCELLING, LEASED_STATES, RUNNING
 
 log = logging.getLogger(__name__)
 

@@ -106,6 +106,13 @@ export async function jobSpecSchema() {
   return (await schemas()).JobSpec?.properties || {};
 }
 
+/** The states a job ends in (it may still be resumed from them): the JobOut schema's state
+ * "x-final". Filled when the schema arrives; app.js waits for `statesKnown` before any view. */
+export const FINAL = new Set();
+export const statesKnown = schemas().then((s) => {
+  for (const state of s.JobOut?.properties?.state?.["x-final"] || []) FINAL.add(state);
+});
+
 /** Every job state, in the order of the JobOut schema's enum; [] when it is not served. */
 export async function jobStates() {
   return (await schemas()).JobOut?.properties?.state?.enum || [];

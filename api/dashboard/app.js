@@ -8,7 +8,7 @@
  *
  * This module starts it all: the API key form in the top bar, and the router. */
 
-import { api } from "./api.js";
+import { api, statesKnown } from "./api.js";
 import { hideBanner } from "./banner.js";
 import { replace } from "./dom.js";
 import { newJobView } from "./form.js";
@@ -54,5 +54,5 @@ window.addEventListener("hashchange", route);
 // Modules run once the document is parsed, before DOMContentLoaded.
 document.addEventListener("DOMContentLoaded", () => {
   setUpKeyForm();
-  route();
+  statesKnown.then(route);
 });

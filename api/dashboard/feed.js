@@ -1,10 +1,8 @@
 /* Following a job: its Server-Sent Events, or polling when the stream keeps failing. */
 
-import { ApiError, api } from "./api.js";
+import { ApiError, FINAL, api } from "./api.js";
 
 export const POLL_MS = 2000;
-/** The states a job ends in (it may still be resumed from them). */
-export const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 
 /** Follows job `id`: calls onEvent(type, data) for each event ("state", "progress",
  * "checkpoint", or "snapshot" with a whole job when polling) and onMode("live" | "polling" |

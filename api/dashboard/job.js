@@ -1,10 +1,10 @@
 /* #/jobs/<id>: one job, followed live: its progress, charts, samples, spec and actions. */
 
-import { ApiError, api, presets } from "./api.js";
+import { ApiError, FINAL, api, presets } from "./api.js";
 import { hideBanner, showBanner } from "./banner.js";
 import { lineChart } from "./chart.js";
 import { h, replace } from "./dom.js";
-import { FINAL, JobFeed } from "./feed.js";
+import { JobFeed } from "./feed.js";
 import { duration, int, num, shortId } from "./format.js";
 import { sampleViewer } from "./samples.js";
 import { bestFid, eta, fraction, progressBar, stateBadge } from "./widgets.js";

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from api.deps import AUTH_RESPONSES, JobDep, SettingsDep
 from worker.store import events, jobs
 from worker.store.db import get_engine
-from worker.store.models import FINAL_STATES, JobEvent
+from worker.store.models import JobEvent
+from worker.store.states import FINAL_STATES
 
 router = APIRouter(prefix="/jobs", tags=["events"], responses=AUTH_RESPONSES)
 

@@ -9,7 +9,7 @@ from api.schemas import JobSpec, JobState
 from gan.config import FIELD_GROUPS, PRESETS, TrainConfig
 from worker.celery_app import TRAIN_TASK
 from worker.settings import Settings, get_settings
-from worker.store.models import STATES
+from worker.store.states import STATES
 
 
 def queued_messages(settings: Settings) -> list[dict]:

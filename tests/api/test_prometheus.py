@@ -19,7 +19,7 @@ from worker.celery_app import TRAIN_TASK, celery_for
 from worker.settings import get_settings
 from worker.store import jobs, leases
 from worker.store.db import get_engine, session_scope
-from worker.store.models import (
+from worker.store.states import (
     CANCELLED,
     CANCELLING,
     FAILED,

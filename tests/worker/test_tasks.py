@@ -8,7 +8,7 @@ from worker.celery_app import celery_for
 from worker.reconcile import Reconciler
 from worker.store import jobs, leases, series
 from worker.store.db import session_scope
-from worker.store.models import FAILED, QUEUED, SUCCEEDED
+from worker.store.states import FAILED, QUEUED, SUCCEEDED
 from worker.tasks import run_job
 
 

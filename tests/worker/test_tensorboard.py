@@ -13,7 +13,7 @@ from worker import tensorboard
 from worker.settings import Settings
 from worker.store import jobs
 from worker.store.db import session_scope
-from worker.store.models import SUCCEEDED
+from worker.store.states import SUCCEEDED
 from worker.tasks import run_job
 
 

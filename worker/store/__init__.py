@@ -5,7 +5,8 @@ The API creates and reads jobs; the worker moves them through their states and r
 Both go through the functions of this package so that state changes happen in one place; the
 functions that change a job mutate it inside the caller's ``session_scope``, which commits.
 
-- ``models``: the tables (``Job``, ``MetricPoint``, ``JobEvent``, ``ApiKey``) and the states;
+- ``states``: a job's states (``JobState``, ``STATES``, ``FINAL_STATES``, …);
+- ``models``: the tables (``Job``, ``MetricPoint``, ``JobEvent``, ``ApiKey``);
 - ``db``: one engine per database URL, migrated on first use (``worker.migrate``), and
   ``session_scope``;
 - ``jobs``: what clients do to a job: create, get, list, cancel, resume, delete;
@@ -14,7 +15,7 @@ functions that change a job mutate it inside the caller's ``session_scope``, whi
 - ``series``: progress reports, and the time series of them;
 - ``keys``: API keys.
 
-States (``models.STATES``)::
+States (``states.STATES``)::
 
     queued ──claim──▶ running ──▶ succeeded | failed
       │                 │  └──cancel──▶ cancelling ──(worker stops)──▶ cancelled

@@ -12,16 +12,8 @@ from sqlalchemy.orm import Session
 
 from worker.store.events import add_state_event
 from worker.store.leases import release
-from worker.store.models import (
-    CANCELLED,
-    CANCELLING,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
-    Job,
-    utcnow,
-)
+from worker.store.models import Job, utcnow
+from worker.store.states import CANCELLED, CANCELLING, FAILED, QUEUED, RUNNING, SUCCEEDED
 
 
 class StateError(ValueError):

@@ -15,7 +15,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from worker.store.events import add_state_event
-from worker.store.models import (
+from worker.store.models import Job, utcnow
+from worker.store.states import (
     CANCELLED,
     CANCELLING,
     FAILED,
@@ -24,8 +25,6 @@ from worker.store.models import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
-    Job,
-    utcnow,
 )
 
 

@@ -1,4 +1,4 @@
-"""The job store's tables, and the states of a job (see ``worker.store`` for how they change).
+"""The job store's tables (a job's states are ``worker.store.states``).
 
 The schema these classes describe is made and changed only by the migrations in
 ``worker/migrations``: a change here needs a new migration (``gan db revision``), which
@@ -24,12 +24,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, WriteOnlyMapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
-
-QUEUED, RUNNING, CANCELLING = "queued", "running", "cancelling"
-SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
-STATES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
-FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
-LEASED_STATES = (RUNNING, CANCELLING)  # a worker holds the lease
 
 
 def utcnow() -> datetime:

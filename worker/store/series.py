@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import Integer, delete, func, literal, or_, select
 from sqlalchemy.orm import Session, object_session
 
-from worker.store.models import RUNNING, Job, JobEvent, MetricPoint, utcnow
+from worker.store.models import Job, JobEvent, MetricPoint, utcnow
+from worker.store.states import RUNNING
 
 
 def record_progress(

@@ -8,7 +8,7 @@ import pytest
 from tests.worker.store.helpers import change, claim, found, leased, new_job, row
 from worker.store import events, jobs, leases, series
 from worker.store.db import session_scope
-from worker.store.models import CANCELLED, CANCELLING, FAILED, QUEUED, RUNNING
+from worker.store.states import CANCELLED, CANCELLING, FAILED, QUEUED, RUNNING
 
 
 def test_job_lifecycle_round_trips(database_url):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from tests.worker.store.helpers import change, claim, new_job, row
 from worker.store import jobs, leases
 from worker.store.db import session_scope
-from worker.store.models import CANCELLED, FAILED, RUNNING
+from worker.store.states import CANCELLED, FAILED, RUNNING
 
 
 def test_one_worker_claims_a_job_and_duplicates_do_nothing(database_url):
