@@ -45,6 +45,7 @@ from gan import losses
 from gan.augment import augment, instance_noise
 from gan.config import ConfigError, TrainConfig, check_data
 from gan.data import Dataset, to_unit_range
+from gan.errors import first_line
 from gan.models import Discriminator, Generator, build_models
 from gan.monitor import Monitor, TrainWarning
 
@@ -239,7 +240,7 @@ def train(
             raise TrainingError(
                 f"{latest.name} holds networks of a different layout than this version builds "
                 f"for this config, so the run cannot resume from it (its generator still "
-                f"samples); start a new job to train further. {ckpt.first_line(e)}"
+                f"samples); start a new job to train further. {first_line(e)}"
             ) from None
         log.info("resumed from %s at step %d", latest.name, step)
     for bad_step, problem in corrupt:  # newer checkpoints that could not be read, moved aside
