@@ -38,6 +38,8 @@ from typing import Any
 
 import torch
 
+from gan.errors import first_line
+
 FORMAT = "gan-checkpoint"
 FORMAT_VERSION = 3  # 3 added the checksum
 READABLE_VERSIONS = (2, 3)  # 2: written before checksums, loaded unchecked
@@ -234,13 +236,6 @@ def read_marked(
             f"this code reads {readable}"
         )
     return state
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message, or its type's name when it has none (torch's
-    unpickling and state-dict errors run to a page)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def prune_checkpoints(directory: Path, keep: int) -> None:

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gan.checkpoint import CheckpointError, first_line, load_checkpoint
+from gan.checkpoint import CheckpointError, load_checkpoint
 from gan.config import TrainConfig, from_dict
 from gan.data import to_uint8
+from gan.errors import first_line
 from gan.models import Generator, build_models
 
 

@@ -1,23 +1,21 @@
-"""The training loop.
+"""The training loop: train steps (``gan.steps``), evaluations, checkpoints and reports, with
+rollback when the run diverges.
 
-One step = ``cfg.d_steps`` discriminator updates, then one generator update:
+``train`` builds the run's state (``gan.state.TrainState``) or resumes it from the newest
+checkpoint in ``out_dir``, then loops over named phases until ``cfg.max_steps``:
 
-    for each of d_steps:
-        x ~ data;  z ~ N(0, I);  y ~ U{classes} (conditional)
-        fake = G(z, y)
-        D step: minimise d_loss(D(A(x)), D(A(fake.detach())))    # detach: D's loss must not reach G
-                + penalties (gradient penalty, R1, R2: every reg_every D steps, scaled by it)
-                + ACGAN classification of real and fake labels
-    G step: minimise g_loss(D(A(fake))) (+ ACGAN classification of the fake's label)
-            with the fake of the last D step (one G forward pass fewer, as textbook code does)
-    EMA:    G_ema ← β·G_ema + (1 − β)·G
+    train step   d_steps D updates, one G update, the EMA              (gan.steps.train_step)
+    evaluate     every eval_every steps: score the sampling generator, keep best.pt
+    checkpoint   every checkpoint_every steps, at the end and on an early stop
+    report       every log_every steps: check the losses, report progress, poll should_stop
 
-A(·) is the differentiable augmentation, applied to real and fake alike, plus annealed instance
-noise. ``train`` resumes from the newest checkpoint in ``out_dir`` when there is one. Everything
-random is a function of ``cfg.seed``: the initial weights, one noise generator on the training
-device (z, labels, augmentation, instance noise, penalty interpolation; its state is
-checkpointed) and the data order (a permutation per epoch drawn from ``(seed, epoch)``). So the
-same spec and seed give the same weights, and a resumed run continues the same sequence exactly.
+A non-finite loss or weight (``Diverged``, found where the loop reads the losses: at reports and
+checkpoints) rolls the state back to the newest finite checkpoint, or to the initial state, with
+halved learning rates. Everything random is a function of ``cfg.seed``: the initial weights, one
+noise generator on the training device (z, labels, augmentation, instance noise, penalty
+interpolation; its state is checkpointed) and the data order (a permutation per epoch drawn from
+``(seed, epoch)``). So the same spec and seed give the same weights, and a resumed run continues
+the same sequence exactly.
 
 Every ``eval_every`` steps an evaluator scores the sampling generator; ``gan.monitor.Monitor``
 keeps the latest and best evaluations and the warnings (divergence, vanishing gradients,
@@ -26,31 +24,29 @@ collapse), and is saved in each checkpoint with the rest.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch import nn
 
 from gan import checkpoint as ckpt
-from gan import losses
-from gan.augment import augment, instance_noise
 from gan.config import ConfigError, TrainConfig, check_data
 from gan.data import Dataset, to_unit_range
-from gan.models import Discriminator, Generator, build_models
+from gan.errors import first_line
+from gan.models import Generator
 from gan.monitor import Monitor, TrainWarning
+from gan.state import TrainState
+from gan.steps import StepStats, train_step
 
 log = logging.getLogger(__name__)
 
-PENALISED_LOSSES = ("wgan_gp",)  # losses whose D step takes second derivatives
+Saved = tuple[int, Path]  # (step, path) of the newest checkpoint the run wrote or resumed from
 
 
 @dataclass(frozen=True)
@@ -140,20 +136,33 @@ class EpochSampler:
         return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
 
 
-@torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema ← decay·ema + (1 − decay)·model for parameters; buffers (batch-norm statistics,
-    spectral-norm vectors) are copied."""
-    torch._foreach_lerp_(
-        list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay
-    )
-    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
-        b_ema.copy_(b)
+class RealBatches:
+    """Batch number k of the data, as D takes it, on the device: (images in [−1, 1] or points,
+    labels when the run is conditional, else None); ``gan.steps.RealBatch``."""
+
+    def __init__(self, cfg: TrainConfig, dataset: Dataset, s: TrainState) -> None:
+        data = to_unit_range(dataset.data) if dataset.is_image else dataset.data.float()
+        self.data, self.labels = data.to(s.device), dataset.labels.to(s.device)
+        self.conditional = s.num_classes > 0
+        self.sampler = EpochSampler(len(data), cfg.batch_size, cfg.seed, s.device)
+
+    def __call__(self, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        index = self.sampler.batch(k)
+        return self.data[index], (self.labels[index] if self.conditional else None)
 
 
-def ema_decay_at(cfg: TrainConfig, step: int) -> float:
-    """The EMA's decay at ``step``: ramps up as (1 + t)/(10 + t) so early weights fade fast."""
-    return min(cfg.ema_decay, (1.0 + step) / (10.0 + step))
+class Throughput:
+    """Real images through D per second between readings."""
+
+    def __init__(self, step: int, images_per_step: int) -> None:
+        self.time, self.step, self.images_per_step = time.perf_counter(), step, images_per_step
+
+    def read(self, step: int) -> float:
+        """The rate since the previous reading (or since ``step`` of the start)."""
+        now = time.perf_counter()
+        rate = (step - self.step) * self.images_per_step / max(now - self.time, 1e-9)
+        self.time, self.step = now, step
+        return rate
 
 
 def check_compatible(cfg: TrainConfig, dataset: Dataset) -> None:
@@ -185,291 +194,168 @@ def train(
     check_compatible(cfg, dataset)
     device = pick_device(cfg.device)
     num_classes = dataset.num_classes if cfg.conditional != "none" else 0
-    with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching callers
-        torch.manual_seed(cfg.seed)
-        G, D = build_models(cfg, dataset.shape, num_classes)
-    G, D = G.to(device), D.to(device)
-    G_ema = copy.deepcopy(G).requires_grad_(False) if cfg.ema_decay > 0 else None
-    fused = device.type in ("cuda", "cpu")  # one kernel for the whole Adam update
-    opt_g = torch.optim.Adam(
-        G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1_g, cfg.beta2_g), fused=fused or None
-    )
-    opt_d = torch.optim.Adam(
-        D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1_d, cfg.beta2_d), fused=fused or None
-    )
-    rng = torch.Generator(device).manual_seed(cfg.seed)
-    monitor = Monitor(key=evaluator.key if evaluator is not None else None)
-    step = 0
-
-    def snapshot() -> dict[str, Any]:
-        """Everything the run's future depends on (with the monitor: its record so far)."""
-        return {
-            "step": step,
-            "generator": G.state_dict(),
-            "generator_ema": G_ema.state_dict() if G_ema is not None else None,
-            "discriminator": D.state_dict(),
-            "opt_g": opt_g.state_dict(),
-            "opt_d": opt_d.state_dict(),
-            "rng": rng.get_state(),
-            "monitor": monitor.state_dict(),
-        }
-
-    def restore(state: dict[str, Any]) -> int:
-        """Load a snapshot or checkpoint's networks, optimizers and noise; return its step."""
-        G.load_state_dict(state["generator"])
-        D.load_state_dict(state["discriminator"])
-        if G_ema is not None:
-            G_ema.load_state_dict(state["generator_ema"] or state["generator"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        rng.set_state(state["rng"].cpu())
-        for group in opt_g.param_groups:  # a rollback's lower rates outlive the restore
-            group["lr"] = cfg.lr_g * monitor.lr_scale
-        for group in opt_d.param_groups:
-            group["lr"] = cfg.lr_d * monitor.lr_scale
-        return int(state["step"])
-
-    initial = copy.deepcopy(snapshot())  # where a divergence returns when no checkpoint is good
-    latest, state, corrupt = newest_readable_checkpoint(out_dir, device)
-    if latest is not None and state is not None:
-        monitor = Monitor.from_state_dict(state["monitor"])
+    key = evaluator.key if evaluator is not None else None
+    s = TrainState.new(cfg, dataset.shape, num_classes, device, key)
+    initial = copy.deepcopy(s.snapshot())  # where a divergence returns when no checkpoint is good
+    saved = resume(cfg, s, out_dir)
+    real_batch = RealBatches(cfg, dataset, s)
+    stats = StepStats()
+    throughput = Throughput(s.step, cfg.batch_size * cfg.d_steps)
+    while True:
         try:
-            step = restore(state)
+            s.G.train()
+            s.D.train()
+            while s.step < cfg.max_steps:
+                stats = train_step(cfg, s, real_batch, stats)
+                end = s.step == cfg.max_steps
+
+                early_stop = False
+                due = cfg.eval_every and (s.step % cfg.eval_every == 0 or end)
+                if evaluator is not None and due:
+                    early_stop = evaluate(cfg, s, stats, evaluator, out_dir)
+
+                if s.step % cfg.checkpoint_every == 0 or end or early_stop:
+                    saved = checkpoint(cfg, s, stats, out_dir, saved)
+
+                if s.step % cfg.log_every == 0 or end or early_stop:
+                    d, g = healthy_losses(s, stats)
+                    s.monitor.observe_losses(s.step, cfg.loss, d)
+                    rate = throughput.read(s.step)
+                    stop = should_stop is not None and not end and not early_stop and should_stop()
+                    if stop:  # checkpoint before the report, so the report names it
+                        saved = checkpoint(cfg, s, stats, out_dir, saved)
+                    if progress is not None:
+                        progress(progress_of(cfg, s, stats, rate, d, g, saved))
+                    if stop:
+                        log.info("stopped at step %d on request", s.step)
+                        saved = checkpoint(cfg, s, stats, out_dir, saved)  # written above
+                        return TrainResult(s.step, True, saved[1])
+                    if early_stop:
+                        log.info("early stop at step %d: no better %s in %d evaluations",
+                                 s.step, s.monitor.key, s.monitor.since_best)  # fmt: skip
+                        saved = checkpoint(cfg, s, stats, out_dir, saved)  # written above
+                        return TrainResult(s.step, False, saved[1], early_stopped=True)
+            return TrainResult(s.step, False, checkpoint(cfg, s, stats, out_dir, saved)[1])
+        except Diverged as e:
+            saved = roll_back(cfg, s, e, initial, out_dir)
+
+
+def resume(cfg: TrainConfig, s: TrainState, out_dir: Path) -> Saved | None:
+    """Load the newest readable checkpoint in ``out_dir`` into ``s``, monitor included, and
+    record each newer unreadable one in the monitor; the checkpoint resumed from, if any."""
+    latest, state, corrupt = newest_readable_checkpoint(out_dir, s.device)
+    if latest is not None and state is not None:
+        s.monitor = Monitor.from_state_dict(state["monitor"])
+        try:
+            s.restore(state, cfg)
         except RuntimeError as e:  # shapes of another network layout (an older version's)
             raise TrainingError(
                 f"{latest.name} holds networks of a different layout than this version builds "
                 f"for this config, so the run cannot resume from it (its generator still "
-                f"samples); start a new job to train further. {ckpt.first_line(e)}"
+                f"samples); start a new job to train further. {first_line(e)}"
             ) from None
-        log.info("resumed from %s at step %d", latest.name, step)
+        log.info("resumed from %s at step %d", latest.name, s.step)
     for bad_step, problem in corrupt:  # newer checkpoints that could not be read, moved aside
-        monitor.checkpoint_corrupt(bad_step, problem, step)
+        s.monitor.checkpoint_corrupt(bad_step, problem, s.step)
+    return (s.step, latest) if latest is not None else None
 
-    def last_good() -> dict[str, Any]:
-        """The newest checkpoint on disk that reads back intact and whose weights are all
-        finite, else the initial state."""
-        for _, path in reversed(ckpt.list_checkpoints(out_dir)):
-            try:
-                state = ckpt.load_checkpoint(path, map_location=device)
-            except ckpt.CheckpointError as e:
-                log.warning("rollback: skipping %s: %s", path.name, e)
-                continue
-            weights = [*state["generator"].values(), *state["discriminator"].values()]
-            if all(torch.isfinite(t).all() for t in weights if t.is_floating_point()):
-                return state
-        return initial
 
-    data = to_unit_range(dataset.data) if dataset.is_image else dataset.data.float()
-    data, labels = data.to(device), dataset.labels.to(device)
-    sampler = EpochSampler(len(data), cfg.batch_size, cfg.seed, device)
-    G_fwd, D_fwd = _compiled(cfg, G, D)
-    autocast = _autocast(cfg, device)
+def healthy_losses(s: TrainState, stats: StepStats) -> tuple[float, float]:
+    """The latest (D, G) losses; Diverged when one of them is not finite."""
+    d, g = stats.d_loss.item(), stats.g_loss.item()
+    if not (math.isfinite(d) and math.isfinite(g)):
+        raise Diverged(s.step, d, g)
+    return d, g
 
-    def draw_fake_labels() -> torch.Tensor | None:
-        if not num_classes:
-            return None
-        return torch.randint(num_classes, (cfg.batch_size,), device=device, generator=rng)
 
-    def d_input(x: torch.Tensor, step: int) -> torch.Tensor:
-        """What D sees of a batch: augmented, plus instance noise annealed over the run."""
-        if cfg.augment != "none":
-            x = augment(x, cfg.augment, rng)
-        sigma = cfg.instance_noise * max(0.0, 1.0 - step / cfg.instance_noise_steps)
-        return instance_noise(x, sigma, rng) if sigma > 0 else x
+def checkpoint_state(cfg: TrainConfig, s: TrainState, stats: StepStats) -> dict[str, Any]:
+    """The checkpoint dict of the current step; Diverged rather than save a non-finite one."""
+    d, g = healthy_losses(s, stats)
+    if not s.weights_finite():
+        raise Diverged(s.step, d, g)
+    return s.checkpoint(cfg, d, g)
 
-    def discriminate(
-        x: torch.Tensor, y: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        with autocast:
-            logits, class_logits = D_fwd(x, y)
-        return logits.float(), (class_logits.float() if class_logits is not None else None)
 
-    def d_step(k: int, real: torch.Tensor, y_real: torch.Tensor | None, fake: torch.Tensor,
-               y_fake: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # fmt: skip
-        """One discriminator update; ``k`` counts D steps over the whole run."""
-        real_in, fake_in = d_input(real, step), d_input(fake.detach(), step)
-        reg = k % cfg.reg_every == 0  # lazy regularisation: penalties every reg_every D steps
-        real_logits, real_classes = discriminate(real_in, y_real)
-        fake_logits, fake_classes = discriminate(fake_in, y_fake)
-        loss = losses.d_loss(cfg.loss, real_logits, fake_logits, cfg.label_smoothing)
-        if real_classes is not None and fake_classes is not None and y_real is not None:
-            assert y_fake is not None
-            loss = loss + cfg.acgan_weight * (
-                losses.classification_loss(real_classes, y_real)
-                + losses.classification_loss(fake_classes, y_fake)
-            )
-        if reg and cfg.loss == "wgan_gp":
-            gp = losses.gradient_penalty(
-                lambda x: discriminate(x, y_real)[0], real_in, fake_in, generator=rng
-            )
-            loss = loss + cfg.gp_weight * cfg.reg_every * gp
-        if reg and cfg.r1_gamma > 0:
-            r1 = losses.gradient_norm_penalty(lambda x: discriminate(x, y_real)[0], real_in)
-            loss = loss + cfg.r1_gamma / 2 * cfg.reg_every * r1
-        if reg and cfg.r2_gamma > 0:
-            r2 = losses.gradient_norm_penalty(lambda x: discriminate(x, y_fake)[0], fake_in)
-            loss = loss + cfg.r2_gamma / 2 * cfg.reg_every * r2
-        opt_d.zero_grad(set_to_none=True)
-        loss.backward()
-        measure_grads(D, "d")
-        opt_d.step()
-        if cfg.loss == "wgan":  # WGAN's Lipschitz constraint by weight clipping
-            with torch.no_grad():
-                for p in D.parameters():
-                    p.clamp_(-cfg.clip_value, cfg.clip_value)
-        return loss.detach(), real_logits.detach().mean(), fake_logits.detach().mean()
+def checkpoint(
+    cfg: TrainConfig, s: TrainState, stats: StepStats, out_dir: Path, saved: Saved | None
+) -> Saved:
+    """The checkpoint of the current step: ``saved`` when it is that one, else written now (and
+    the older ones pruned to ``cfg.keep_checkpoints``)."""
+    if saved is not None and saved[0] == s.step:
+        return saved
+    path = ckpt.checkpoint_path(out_dir, s.step)
+    ckpt.save_checkpoint(checkpoint_state(cfg, s, stats), path)
+    ckpt.prune_checkpoints(out_dir, cfg.keep_checkpoints)
+    return s.step, path
 
-    grad_norms = {"d": torch.tensor(math.nan), "g": torch.tensor(math.nan)}
 
-    def measure_grads(net: nn.Module, name: str) -> None:
-        """Clip the gradients when asked; keep their norm on the steps that report it (the
-        next step is a logging step), without a device sync."""
-        if cfg.grad_clip > 0:
-            grad_norms[name] = nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        elif (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
-            grads = [p.grad for p in net.parameters() if p.grad is not None]
-            grad_norms[name] = nn.utils.get_total_norm(grads)
+def evaluate(
+    cfg: TrainConfig, s: TrainState, stats: StepStats, evaluator: Evaluator, out_dir: Path
+) -> bool:
+    """Score the sampling generator; keep its checkpoint as best.pt when it is the best. Whether
+    to stop early: ``cfg.early_stop_evals`` evaluations in a row brought no new best."""
+    metrics = evaluator(s.G_ema if s.G_ema is not None else s.G)
+    if s.monitor.observe_evaluation(s.step, metrics):
+        ckpt.save_checkpoint(checkpoint_state(cfg, s, stats), out_dir / ckpt.BEST_NAME)
+    log.info("step %d: %s", s.step, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    return bool(cfg.early_stop_evals) and s.monitor.since_best >= cfg.early_stop_evals
 
-    def g_step(fake: torch.Tensor, y_fake: torch.Tensor | None) -> torch.Tensor:
-        """One generator update. D is frozen meanwhile: the backward pass goes through D to G
-        without computing gradients for D's weights, which the next D step would discard."""
-        D.requires_grad_(False)
-        fake_logits, fake_classes = discriminate(d_input(fake, step), y_fake)
-        loss = losses.g_loss(cfg.loss, fake_logits)
-        if fake_classes is not None and y_fake is not None:
-            loss = loss + cfg.acgan_weight * losses.classification_loss(fake_classes, y_fake)
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        D.requires_grad_(True)
-        measure_grads(G, "g")
-        opt_g.step()
-        return loss.detach()
 
-    checkpoint_step: int | None = step if latest is not None else None
-    last_path = latest
-    nan = torch.tensor(math.nan)
-    d_loss = g_loss = d_real = d_fake = nan
-    clock, clock_step = time.perf_counter(), step
+def progress_of(cfg: TrainConfig, s: TrainState, stats: StepStats, rate: float, d_loss: float,
+                g_loss: float, saved: Saved | None) -> Progress:  # fmt: skip
+    """The progress report of the current step (``d_loss``, ``g_loss``: the healthy losses)."""
+    m = s.monitor
+    return Progress(
+        step=s.step,
+        total_steps=cfg.max_steps,
+        images_per_sec=rate,
+        d_loss=d_loss,
+        g_loss=g_loss,
+        d_real=stats.d_real.item(),
+        d_fake=stats.d_fake.item(),
+        d_grad_norm=stats.d_grad_norm.item(),
+        g_grad_norm=stats.g_grad_norm.item(),
+        checkpoint_step=saved[0] if saved is not None else None,
+        metrics=dict(m.metrics),
+        metrics_step=m.metrics_step,
+        best=dict(m.best) if m.best is not None else None,
+        best_step=m.best_step,
+        warnings=tuple(m.warnings),
+    )
 
-    def healthy_losses() -> tuple[float, float]:
-        """The latest (D, G) losses; Diverged when one of them is not finite."""
-        d, g = d_loss.item(), g_loss.item()
-        if not (math.isfinite(d) and math.isfinite(g)):
-            raise Diverged(step, d, g)
-        return d, g
 
-    def checkpoint_state() -> dict[str, Any]:
-        """The checkpoint dict of the current step; Diverged rather than save a non-finite one."""
-        d, g = healthy_losses()
-        if not all(torch.isfinite(t).all() for t in (*G.parameters(), *D.parameters())):
-            raise Diverged(step, d, g)
-        return {
-            "config": cfg.to_dict(),
-            "created_at": datetime.now(UTC).isoformat(),
-            "data": {"shape": list(dataset.shape), "num_classes": num_classes},
-            **snapshot(),
-            "metrics": {"d_loss": d, "g_loss": g, **monitor.metrics},
-        }
+def roll_back(
+    cfg: TrainConfig, s: TrainState, e: Diverged, initial: dict[str, Any], out_dir: Path
+) -> Saved | None:
+    """Restore ``s`` to the newest good checkpoint (or ``initial``) after the divergence ``e``,
+    with the learning rates halved once more; TrainingError once ``cfg.max_rollbacks`` are
+    spent. The checkpoint rolled back to, if any."""
+    if s.monitor.rollbacks >= cfg.max_rollbacks:
+        raise TrainingError(
+            f"losses or weights became non-finite at step {e.step} (D {e.d_loss}, "
+            f"G {e.g_loss}) after {s.monitor.rollbacks} rollbacks with learning rates "
+            f"down to ×{s.monitor.lr_scale:g}: training diverged; try lower learning "
+            "rates, spectral_norm or grad_clip"
+        ) from None
+    back = last_good(out_dir, s.device, initial)
+    s.monitor.rolled_back(e.step, int(back["step"]), e.d_loss, e.g_loss)
+    s.restore(back, cfg)
+    return (s.step, ckpt.checkpoint_path(out_dir, s.step)) if back is not initial else None
 
-    def checkpoint() -> Path:
-        """The checkpoint of the current step, written unless it already is."""
-        nonlocal last_path, checkpoint_step
-        if last_path is not None and checkpoint_step == step:
-            return last_path
-        path = ckpt.checkpoint_path(out_dir, step)
-        ckpt.save_checkpoint(checkpoint_state(), path)
-        ckpt.prune_checkpoints(out_dir, cfg.keep_checkpoints)
-        last_path, checkpoint_step = path, step
-        return path
 
-    def evaluate() -> None:
-        """Score the sampling generator; keep its checkpoint as best.pt when it is the best."""
-        assert evaluator is not None
-        metrics = evaluator(G_ema if G_ema is not None else G)
-        if monitor.observe_evaluation(step, metrics):
-            ckpt.save_checkpoint(checkpoint_state(), out_dir / ckpt.BEST_NAME)
-        log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-
-    def report(rate: float, d: float, g: float) -> None:
-        if progress is not None:
-            progress(
-                Progress(
-                    step, cfg.max_steps, rate, d, g, d_real.item(), d_fake.item(),
-                    grad_norms["d"].item(), grad_norms["g"].item(), checkpoint_step,
-                    dict(monitor.metrics), monitor.metrics_step,
-                    dict(monitor.best) if monitor.best is not None else None, monitor.best_step,
-                    tuple(monitor.warnings),
-                )
-            )  # fmt: skip
-
-    def run() -> TrainResult:
-        """Train from ``step`` to the end (or a stop); Diverged when the run blows up."""
-        nonlocal step, d_loss, g_loss, d_real, d_fake, clock, clock_step
-        G.train()
-        D.train()
-        while step < cfg.max_steps:
-            if cfg.compile == "reduce-overhead":  # a new step: older CUDA-graph outputs are dead
-                torch.compiler.cudagraph_mark_step_begin()
-            for i in range(cfg.d_steps):
-                k = step * cfg.d_steps + i  # D steps so far: the data batch is pure in (seed, k)
-                index = sampler.batch(k)
-                real, y_real = data[index], (labels[index] if num_classes else None)
-                z = torch.randn(cfg.batch_size, G.latent_dim, device=device, generator=rng)
-                y_fake = draw_fake_labels()
-                last = i == cfg.d_steps - 1
-                with autocast, contextlib.nullcontext() if last else torch.no_grad():
-                    fake = G_fwd(z, y_fake).float()
-                d_loss, d_real, d_fake = d_step(k, real, y_real, fake, y_fake)
-            g_loss = g_step(fake, y_fake)
-            step += 1
-            if G_ema is not None:
-                update_ema(G_ema, G, ema_decay_at(cfg, step))
-
-            end = step == cfg.max_steps
-            early_stop = False
-            if evaluator is not None and cfg.eval_every and (step % cfg.eval_every == 0 or end):
-                evaluate()
-                early_stop = bool(cfg.early_stop_evals) and (
-                    monitor.since_best >= cfg.early_stop_evals
-                )
-            if step % cfg.checkpoint_every == 0 or end or early_stop:
-                checkpoint()
-            if step % cfg.log_every == 0 or end or early_stop:
-                d, g = healthy_losses()
-                monitor.observe_losses(step, cfg.loss, d)
-                now = time.perf_counter()
-                seen = (step - clock_step) * cfg.batch_size * cfg.d_steps
-                rate = seen / max(now - clock, 1e-9)
-                clock, clock_step = now, step
-                stop = should_stop is not None and not end and not early_stop and should_stop()
-                if stop:
-                    checkpoint()  # before the report, so the report names it
-                report(rate, d, g)
-                if stop:
-                    log.info("stopped at step %d on request", step)
-                    return TrainResult(step, True, checkpoint())
-                if early_stop:
-                    log.info("early stop at step %d: no better %s in %d evaluations",
-                             step, monitor.key, monitor.since_best)  # fmt: skip
-                    return TrainResult(step, False, checkpoint(), early_stopped=True)
-        return TrainResult(step, False, checkpoint())
-
-    while True:
+def last_good(out_dir: Path, device: torch.device, initial: dict[str, Any]) -> dict[str, Any]:
+    """The newest checkpoint in ``out_dir`` that reads back intact and whose weights are all
+    finite, else ``initial``."""
+    for _, path in reversed(ckpt.list_checkpoints(out_dir)):
         try:
-            return run()
-        except Diverged as e:
-            if monitor.rollbacks >= cfg.max_rollbacks:
-                raise TrainingError(
-                    f"losses or weights became non-finite at step {e.step} (D {e.d_loss}, "
-                    f"G {e.g_loss}) after {monitor.rollbacks} rollbacks with learning rates "
-                    f"down to ×{monitor.lr_scale:g}: training diverged; try lower learning "
-                    "rates, spectral_norm or grad_clip"
-                ) from None
-            back = last_good()
-            monitor.rolled_back(e.step, int(back["step"]), e.d_loss, e.g_loss)
-            step = restore(back)
-            last_path = ckpt.checkpoint_path(out_dir, step) if back is not initial else None
-            checkpoint_step = step if last_path is not None else None
+            state = ckpt.load_checkpoint(path, map_location=device)
+        except ckpt.CheckpointError as e:
+            log.warning("rollback: skipping %s: %s", path.name, e)
+            continue
+        weights = [*state["generator"].values(), *state["discriminator"].values()]
+        if all(torch.isfinite(t).all() for t in weights if t.is_floating_point()):
+            return state
+    return initial
 
 
 def newest_readable_checkpoint(
@@ -501,29 +387,3 @@ def _move_aside(path: Path) -> str:
     except OSError as e:
         return f"it could not be moved aside ({e.strerror or e})"
     return f"moved aside as {aside.name}"
-
-
-def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[None]:
-    """bf16 autocast around G and D forward passes when asked for; losses stay in float32."""
-    if cfg.precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-GForward = Callable[..., torch.Tensor]
-DForward = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
-
-
-def _compiled(cfg: TrainConfig, G: Generator, D: Discriminator) -> tuple[GForward, DForward]:
-    """G's and D's forward functions, through torch.compile when ``cfg.compile`` asks.
-
-    D stays eager when its loss takes second derivatives (gradient penalty, R1, R2), which
-    compiled graphs do not support. "reduce-overhead" records CUDA graphs of the compiled code.
-    """
-    if cfg.compile == "none":
-        return G, D
-    mode = None if cfg.compile == "default" else cfg.compile
-    G_fwd = torch.compile(G, mode=mode)
-    double_backward = cfg.loss in PENALISED_LOSSES or cfg.r1_gamma > 0 or cfg.r2_gamma > 0
-    D_fwd = D if double_backward else torch.compile(D, mode=mode)
-    return G_fwd, D_fwd

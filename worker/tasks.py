@@ -24,9 +24,10 @@ from celery.exceptions import Reject
 from celery.signals import worker_shutting_down
 from sqlalchemy.exc import SQLAlchemyError
 
-from gan.checkpoint import CheckpointError, first_line
+from gan.checkpoint import CheckpointError
 from gan.config import ConfigError, from_dict
 from gan.data import DatasetError, load_dataset
+from gan.errors import first_line
 from gan.evaluate import make_evaluator
 from gan.judge import JudgeError
 from gan.train import Progress, TrainingError, train

@@ -8,9 +8,10 @@ from torch.testing import assert_close
 from gan.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from gan.config import PRESETS, resolve
 from gan.data import Dataset, load_dataset
-from gan.losses import minimax_d_loss
 from gan.models import build_models
 from gan.sample import generate, load_generator
+from gan.state import TrainState
+from gan.steps import d_step, fake_batch
 from gan.train import EpochSampler, Progress, TrainingError, train
 from tests.conftest import first
 from tests.quality import digit_statistics, looks_like_digits
@@ -25,11 +26,12 @@ def small(dataset: Dataset, n: int = 256) -> Dataset:
 
 def test_discriminator_step_does_not_reach_the_generator():
     """The bug of the widely copied code: D's loss backpropagated into G's graph."""
-    G, D = build_models(resolve("classic"), (1, 28, 28), 0)
-    fake = G(torch.randn(4, 100))
-    minimax_d_loss(D(torch.rand(4, 1, 28, 28))[0], D(fake.detach())[0]).backward()
-    assert all(p.grad is None for p in G.parameters())
-    assert all(p.grad is not None for p in D.parameters())
+    cfg = resolve("classic", batch_size=4, device="cpu")
+    s = TrainState.new(cfg, (1, 28, 28), 0, torch.device("cpu"))
+    fake, _ = fake_batch(cfg, s, grad=True)  # carries G's graph, as the last D step's fake does
+    d_step(cfg, s, 0, torch.rand(4, 1, 28, 28) * 2 - 1, None, fake, None)
+    assert all(p.grad is None for p in s.G.parameters())
+    assert all(p.grad is not None for p in s.D.parameters())
 
 
 def test_epoch_sampler_covers_each_epoch_once_and_is_a_function_of_seed():
