@@ -91,6 +91,10 @@ class WarningOut(BaseModel):
 
 
 class JobOut(BaseModel):
+    # Built from the store's progress_snapshot, whose keys must all be fields here (and the
+    # required ones all there): a progress field added on one side alone fails, not vanishes.
+    model_config = ConfigDict(extra="forbid")
+
     id: str
     state: JobState = Field(
         description=JOB_STATES_DOC, json_schema_extra={"x-final": list(FINAL_STATES)}

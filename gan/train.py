@@ -40,32 +40,14 @@ from gan.config import ConfigError, TrainConfig, check_data
 from gan.data import Dataset, to_unit_range
 from gan.errors import first_line
 from gan.models import Generator
-from gan.monitor import Monitor, TrainWarning
+from gan.monitor import Monitor
+from gan.progress import Progress
 from gan.state import TrainState
 from gan.steps import StepStats, train_step
 
 log = logging.getLogger(__name__)
 
 Saved = tuple[int, Path]  # (step, path) of the newest checkpoint the run wrote or resumed from
-
-
-@dataclass(frozen=True)
-class Progress:
-    step: int  # generator steps done
-    total_steps: int  # cfg.max_steps
-    images_per_sec: float  # real images through D per second since the previous report
-    d_loss: float  # discriminator loss of the latest step (penalties included)
-    g_loss: float  # generator loss of the latest step
-    d_real: float  # mean D logit on the latest real batch
-    d_fake: float  # mean D logit on the latest fake batch
-    d_grad_norm: float  # L2 norm of D's gradients in the latest D step (before clipping)
-    g_grad_norm: float  # L2 norm of G's gradients in the latest G step (before clipping)
-    checkpoint_step: int | None  # step of the newest checkpoint on disk, if any
-    metrics: dict[str, float]  # the latest evaluation ({} before the first)
-    metrics_step: int | None  # step of that evaluation
-    best: dict[str, float] | None  # the best evaluation so far (its checkpoint is best.pt)
-    best_step: int | None
-    warnings: tuple[TrainWarning, ...]  # every warning of the run so far
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from gan.data import DatasetError, load_dataset
 from gan.errors import first_line
 from gan.evaluate import make_evaluator
 from gan.judge import JudgeError
-from gan.train import Progress, TrainingError, train
+from gan.progress import Progress
+from gan.train import TrainingError, train
 from worker import tensorboard
 from worker.celery_app import TRAIN_TASK, app
 from worker.logs import job_context
@@ -153,25 +154,7 @@ def _claim_and_train(job_id: str, settings: Settings) -> str:
 
 def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease) -> None:
     def progress(p: Progress) -> None:
-        lease.write(
-            lambda job: series.record_progress(
-                job,
-                step=p.step,
-                images_per_sec=p.images_per_sec,
-                d_loss=p.d_loss,
-                g_loss=p.g_loss,
-                d_real=p.d_real,
-                d_fake=p.d_fake,
-                d_grad_norm=p.d_grad_norm,
-                g_grad_norm=p.g_grad_norm,
-                checkpoint_step=p.checkpoint_step,
-                metrics=p.metrics,
-                metrics_step=p.metrics_step,
-                best=p.best,
-                best_step=p.best_step,
-                warnings=[w.to_dict() for w in p.warnings],
-            )
-        )
+        lease.write(lambda job: series.record_progress(job, p))
         log.info(
             "job %s: step %d/%d, %.0f images/s, D %.4f, G %.4f",
             job_id, p.step, p.total_steps, p.images_per_sec, p.d_loss, p.g_loss,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gan.checkpoint import checkpoint_path
-from gan.train import Progress
+from gan.progress import Progress
 from worker.settings import Settings
 
 if TYPE_CHECKING:

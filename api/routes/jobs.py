@@ -26,7 +26,7 @@ from api.deps import (
 )
 from api.errors import field_error
 from api.routes.datasets import read_meta
-from api.schemas import JobList, JobOut, JobSpec, JobState, ResumeIn, WarningOut
+from api.schemas import JobList, JobOut, JobSpec, JobState, ResumeIn
 from gan.config import DATASETS, ConfigError, check_data, resolve
 from worker.celery_app import TRAIN_TASK
 from worker.store import jobs, leases, series
@@ -49,14 +49,12 @@ def job_out(job: Job, request: Request) -> JobOut:
     def url(name: str) -> str:
         return str(request.url_for(name, job_id=job.id))
 
-    snapshot = series.progress_snapshot(job)
     return JobOut(
         id=job.id,
         state=job.state,
         preset=job.preset,
         config=job.config,
-        **{k: v for k, v in snapshot.items() if k != "warnings"},
-        warnings=[WarningOut(**w) for w in snapshot["warnings"]],
+        **series.progress_snapshot(job),
         error=job.error,
         attempts=job.attempts,
         worker=job.lease_owner,

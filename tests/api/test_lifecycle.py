@@ -6,6 +6,7 @@ import pytest
 from api.main import app
 from harness.services import parse_events
 from tests.api.test_jobs import queued_messages
+from tests.worker.store.helpers import progress
 from worker.settings import get_settings
 from worker.store import keys, leases, series
 from worker.store.db import session_scope
@@ -33,8 +34,8 @@ def as_worker(settings, job_id, token, action, **kwargs):
 
 
 def report(job, step, checkpoint_step=None):
-    series.record_progress(job, step=step, images_per_sec=640.0, d_loss=1.0, g_loss=2.0,
-                           d_real=0.5, d_fake=-0.5, checkpoint_step=checkpoint_step)  # fmt: skip
+    report = progress(step, g_loss=2.0, d_real=0.5, d_fake=-0.5, checkpoint_step=checkpoint_step)
+    series.record_progress(job, report)
 
 
 def test_cancel_a_queued_job(client):

@@ -3,6 +3,7 @@ worker records it."""
 
 from typing import Any
 
+from tests.worker.store.helpers import progress
 from worker.store import jobs, series
 from worker.store.db import session_scope
 
@@ -16,9 +17,7 @@ def report(settings, job_id, step, **fields):
     with session_scope(settings.database_url) as session:
         job = jobs.get_job(session, job_id)
         assert job is not None
-        series.record_progress(
-            job, step=step, d_loss=step / 1000, checkpoint_step=None, **LOSSES, **fields
-        )
+        series.record_progress(job, progress(step, d_loss=step / 1000, **LOSSES, **fields))
 
 
 def trained_job(client, settings) -> str:

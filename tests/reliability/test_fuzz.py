@@ -30,6 +30,7 @@ from gan.config import resolve
 from gan.data import Dataset, ring8
 from gan.train import train
 from tests.conftest import first
+from tests.worker.store.helpers import progress
 from worker.settings import Settings, get_settings
 from worker.store import jobs, keys, leases, series
 from worker.store.db import session_scope
@@ -51,9 +52,8 @@ def finished_job(settings: Settings, data: Dataset, preset: str, **overrides: An
     with session_scope(settings.database_url) as session:
         trained = jobs.get_job(session, job_id)
         assert trained is not None
-        series.record_progress(trained, step=config.max_steps, images_per_sec=1.0, d_loss=1.0,
-                               g_loss=1.0, d_real=0.0, d_fake=0.0,
-                               checkpoint_step=config.max_steps)  # fmt: skip
+        report = progress(config.max_steps, checkpoint_step=config.max_steps)
+        series.record_progress(trained, report)
         leases.mark_finished(trained)
     return job_id
 

@@ -16,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
+from tests.worker.store.helpers import progress
 from worker import migrate
 from worker.store import events, jobs, series
 from worker.store.db import get_engine, session_scope
@@ -58,8 +59,7 @@ def new_job_with_events(url: str) -> str:
     """A job with a metric point and events (rows that reference it)."""
     with session_scope(url) as session:
         job = jobs.create_job(session, "classic", {"max_steps": 5})
-        series.record_progress(job, step=1, images_per_sec=1.0, d_loss=0.5, g_loss=0.5,
-                               d_real=1.0, d_fake=-1.0, checkpoint_step=None)  # fmt: skip
+        series.record_progress(job, progress(1, d_loss=0.5, g_loss=0.5, d_real=1.0, d_fake=-1.0))
         return job.id
 
 

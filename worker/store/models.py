@@ -113,9 +113,8 @@ class JobEvent(Base):
     """Something a client following the job wants to hear about, in order (``id`` grows):
 
     - ``state``: {"state", "error"} when the job changes state;
-    - ``progress``: a progress report, with the same field names as the job's own
-      (step, total_steps, images_per_sec, eta_seconds, d_loss, g_loss, d_real, d_fake,
-      checkpoint_step, metrics, metrics_step);
+    - ``progress``: ``series.progress_snapshot`` of the job after a report: the progress
+      fields of ``GET /jobs/{id}``, under the same names;
     - ``checkpoint``: {"step"} when a new checkpoint is on disk.
     """
 

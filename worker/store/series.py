@@ -11,73 +11,52 @@ from typing import Any
 from sqlalchemy import Integer, delete, func, literal, or_, select
 from sqlalchemy.orm import Session, object_session
 
+from gan.progress import Progress
 from worker.store.models import Job, JobEvent, MetricPoint, utcnow
 from worker.store.states import RUNNING
 
 
-def record_progress(
-    job: Job,
-    *,
-    step: int,
-    images_per_sec: float,
-    d_loss: float,
-    g_loss: float,
-    d_real: float,
-    d_fake: float,
-    checkpoint_step: int | None,
-    d_grad_norm: float = math.nan,
-    g_grad_norm: float = math.nan,
-    metrics: Mapping[str, float] | None = None,
-    metrics_step: int | None = None,
-    best: Mapping[str, float] | None = None,
-    best_step: int | None = None,
-    warnings: Sequence[Mapping[str, Any]] = (),
-) -> None:
-    """Record a progress report (``gan.train.Progress``'s fields) on ``job``, which must belong
-    to a session, and append it to the job's metric time series.
+def record_progress(job: Job, report: Progress) -> None:
+    """Record the trainer's progress ``report`` on ``job``, which must belong to a session, and
+    append it to the job's metric time series (``report.total_steps`` is the job's own).
 
-    ``metrics`` is the latest evaluation (made at ``metrics_step``), ``best`` that of the best
-    checkpoint; its values go into the time series only when it is new, at its own step. Points
+    ``report.metrics`` is the latest evaluation (made at ``metrics_step``), ``best`` that of the
+    best checkpoint; its values go into the time series only when it is new, at its own step. Points
     at or after ``step`` are replaced: a job that resumes from an older checkpoint, or rolls back
     after diverging, repeats those steps, and the time series follows the run that went on.
     """
     session = object_session(job)
     if session is None:
         raise ValueError(f"job {job.id} is not in a session")
-    evaluation = _with_step(metrics, metrics_step) if metrics else None
+    r = report
+    evaluation = _with_step(r.metrics, r.metrics_step) if r.metrics else None
     new_evaluation = evaluation is not None and evaluation != job.metrics
-    new_checkpoint = checkpoint_step is not None and checkpoint_step != job.checkpoint_step
-    job.step = step
-    job.images_per_sec = images_per_sec
-    job.d_loss = d_loss
-    job.g_loss = g_loss
-    job.checkpoint_step = checkpoint_step
+    new_checkpoint = r.checkpoint_step is not None and r.checkpoint_step != job.checkpoint_step
+    job.step = r.step
+    job.images_per_sec = r.images_per_sec
+    job.d_loss = r.d_loss
+    job.g_loss = r.g_loss
+    job.checkpoint_step = r.checkpoint_step
     job.metrics = evaluation if evaluation is not None else job.metrics
-    job.best_metrics = _with_step(best, best_step) if best is not None else job.best_metrics
-    job.warnings = [
-        {"code": str(w["code"]), "step": int(w["step"]), "message": str(w["message"])}
-        for w in warnings
-    ]
+    job.best_metrics = _with_step(r.best, r.best_step) if r.best is not None else job.best_metrics
+    job.warnings = [w.to_dict() for w in r.warnings]
     job.updated_at = utcnow()
 
-    first = step if not new_evaluation or metrics_step is None else min(step, metrics_step)
+    first = r.step if not new_evaluation or r.metrics_step is None else min(r.step, r.metrics_step)
     session.execute(
         delete(MetricPoint).where(MetricPoint.job_id == job.id, MetricPoint.step >= first)
     )
-    data = _finite(
-        {"d_loss": d_loss, "g_loss": g_loss, "d_real": d_real, "d_fake": d_fake,
-         "d_grad_norm": d_grad_norm, "g_grad_norm": g_grad_norm,
-         "images_per_sec": images_per_sec}
-    )  # fmt: skip
-    if new_evaluation and metrics is not None:
-        if metrics_step is None or metrics_step == step:
-            data |= _finite(metrics)
+    data = _finite(r.scalars())
+    if new_evaluation:
+        if r.metrics_step is None or r.metrics_step == r.step:
+            data |= _finite(r.metrics)
         else:  # evaluated between two reports: a point of its own, at its own step
-            job.points.add(MetricPoint(step=metrics_step, data=_finite(metrics)))
-    job.points.add(MetricPoint(step=step, data=data))
+            job.points.add(MetricPoint(step=r.metrics_step, data=_finite(r.metrics)))
+    job.points.add(MetricPoint(step=r.step, data=data))
     now = utcnow()
     if new_checkpoint:
-        job.events.add(JobEvent(kind="checkpoint", data={"step": checkpoint_step}, created_at=now))
+        checkpoint = {"step": r.checkpoint_step}
+        job.events.add(JobEvent(kind="checkpoint", data=checkpoint, created_at=now))
     job.events.add(JobEvent(kind="progress", data=progress_snapshot(job), created_at=now))
 
 

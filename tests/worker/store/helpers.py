@@ -1,5 +1,11 @@
-"""Jobs taken through the store's own calls, as the API and the worker take them."""
+"""Jobs taken through the store's own calls, as the API and the worker take them, and progress
+reports as the trainer makes them."""
 
+import math
+from typing import Any
+
+from gan.monitor import TrainWarning
+from gan.progress import Progress
 from worker.store import jobs, leases
 from worker.store.db import session_scope
 from worker.store.models import Job
@@ -41,3 +47,16 @@ def found(session, job_id, owner=None) -> Job:
     job = jobs.get_job(session, job_id, owner)
     assert job is not None
     return job
+
+
+def progress(step: int, **fields: Any) -> Progress:
+    """The trainer's report of ``step``: ``fields`` over made-up values (warnings may be given as
+    their dicts)."""
+    made_up: dict[str, Any] = {
+        "total_steps": 100, "images_per_sec": 640.0, "d_loss": 1.0, "g_loss": 1.0,
+        "d_real": 0.0, "d_fake": 0.0, "d_grad_norm": math.nan, "g_grad_norm": math.nan,
+        "checkpoint_step": None, "metrics": {}, "metrics_step": None, "best": None,
+        "best_step": None,
+    }  # fmt: skip
+    warnings = tuple(TrainWarning(**w) for w in fields.pop("warnings", ()))
+    return Progress(step=step, **{**made_up, **fields}, warnings=warnings)

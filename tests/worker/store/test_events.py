@@ -3,7 +3,7 @@ and the real PostgreSQL."""
 
 import pytest
 
-from tests.worker.store.helpers import claim, leased, new_job
+from tests.worker.store.helpers import claim, leased, new_job, progress
 from worker.store import events, leases, series
 from worker.store.db import session_scope
 
@@ -19,18 +19,17 @@ def test_events_follow_states_progress_and_checkpoints(database_url):
     with session_scope(database_url) as session:
         job = leased(session, job_id, token)
         for step, ckpt in ((10, None), (20, 20), (30, 20)):
-            series.record_progress(job, step=step, images_per_sec=640.0, d_loss=1.0,
-                                   g_loss=2.0, d_real=0.5, d_fake=-0.5,
-                                   checkpoint_step=ckpt)  # fmt: skip
+            report = progress(step, g_loss=2.0, d_real=0.5, d_fake=-0.5, checkpoint_step=ckpt)
+            series.record_progress(job, report)
         leases.mark_finished(job)
     seen = event_log(database_url, job_id)
     assert [kind for kind, _ in seen] == [
         "state", "state", "progress", "checkpoint", "progress", "progress", "state",
     ]  # fmt: skip
     assert [d["state"] for k, d in seen if k == "state"] == ["queued", "running", "succeeded"]
-    progress = [d for k, d in seen if k == "progress"][-1]
-    assert progress["step"] == 30 and progress["total_steps"] == 100
-    assert progress["eta_seconds"] == pytest.approx(70 * 64 / 640.0)
+    last = [d for k, d in seen if k == "progress"][-1]
+    assert last["step"] == 30 and last["total_steps"] == 100
+    assert last["eta_seconds"] == pytest.approx(70 * 64 / 640.0)
     assert ("checkpoint", {"step": 20}) in seen
     with session_scope(database_url) as session:
         newest = events.last_event_id(session, job_id)

@@ -5,7 +5,7 @@ from datetime import UTC
 
 import pytest
 
-from tests.worker.store.helpers import change, claim, found, leased, new_job, row
+from tests.worker.store.helpers import change, claim, found, leased, new_job, progress, row
 from worker.store import events, jobs, leases, series
 from worker.store.db import session_scope
 from worker.store.states import CANCELLED, CANCELLING, FAILED, QUEUED, RUNNING
@@ -23,10 +23,8 @@ def test_job_lifecycle_round_trips(database_url):
     with session_scope(database_url) as session:
         outcome, queued = leases.claim(session, job_id, "w1", lease_s=60)
         assert outcome == "claimed" and queued is not None
-        series.record_progress(
-            queued, step=10, images_per_sec=1e3, d_loss=1.2, g_loss=0.8, d_real=0.5,
-            d_fake=-0.5, checkpoint_step=None,
-        )  # fmt: skip
+        report = progress(10, images_per_sec=1e3, d_loss=1.2, g_loss=0.8, d_real=0.5, d_fake=-0.5)
+        series.record_progress(queued, report)
     with session_scope(database_url) as session:
         running = jobs.get_job(session, job_id)
         assert running is not None
@@ -77,8 +75,7 @@ def test_resume_requeues_with_more_steps(database_url):
     claim(database_url, job_id)
     with session_scope(database_url) as session:
         job = found(session, job_id)
-        series.record_progress(job, step=40, images_per_sec=640.0, d_loss=1.0, g_loss=1.0,
-                               d_real=0.0, d_fake=0.0, checkpoint_step=40)  # fmt: skip
+        series.record_progress(job, progress(40, checkpoint_step=40))
     with pytest.raises(jobs.StateError, match="has not ended"):
         change(database_url, job_id, jobs.resume)
     change(database_url, job_id, jobs.cancel)
@@ -108,9 +105,7 @@ def test_delete_removes_the_job_its_series_and_events(database_url):
     job_id, other = new_job(database_url), new_job(database_url)
     _, token = claim(database_url, job_id)
     with session_scope(database_url) as session:
-        series.record_progress(leased(session, job_id, token), step=5,
-                               images_per_sec=1.0, d_loss=1.0, g_loss=1.0, d_real=0.0,
-                               d_fake=0.0, checkpoint_step=None)  # fmt: skip
+        series.record_progress(leased(session, job_id, token), progress(5))
     with session_scope(database_url) as session:
         jobs.delete_job(session, found(session, job_id))
     with session_scope(database_url) as session:

@@ -3,7 +3,7 @@ PostgreSQL."""
 
 import math
 
-from tests.worker.store.helpers import new_job
+from tests.worker.store.helpers import new_job, progress
 from worker.store import jobs, series
 from worker.store.db import session_scope
 
@@ -16,7 +16,7 @@ def report(database_url, job_id, step, **fields):
     with session_scope(database_url) as session:
         job = jobs.get_job(session, job_id)
         assert job is not None
-        series.record_progress(job, step=step, **{**losses, **fields})
+        series.record_progress(job, progress(step, **{**losses, **fields}))
 
 
 def read_series(database_url, job_id, **query) -> tuple[int, list[tuple[int, dict]]]:
