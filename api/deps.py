@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -11,7 +12,7 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.errors import too_many_requests
+from api.errors import STORE_ERRORS, too_many_requests
 from api.ratelimit import limiter_for
 from worker.celery_app import celery_for
 from worker.settings import Settings, get_settings
@@ -19,6 +20,7 @@ from worker.store import jobs, keys
 from worker.store.db import get_engine
 from worker.store.models import Job
 
+log = logging.getLogger(__name__)
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
@@ -34,7 +36,12 @@ async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
     connections held by requests that wait for threads, until the pool times out (500s). For
     the same reason the dependencies that read the store (``get_owner``, ``get_owned_job``)
     end their transactions, giving their connections back before the route's thread is
-    awaited."""
+    awaited.
+
+    Closing never raises a store error: it runs after the response is sent, where an exception
+    can no longer be answered, and uvicorn would close the client's kept-alive connection
+    (closing rolls back an open transaction, which fails when the store went away meanwhile;
+    the dead connection is dropped from the pool all the same)."""
     engine = await anyio.to_thread.run_sync(get_engine, settings.database_url)
     session = Session(engine, expire_on_commit=False)
     try:
@@ -42,7 +49,10 @@ async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
     finally:
         if not _closers:
             _closers.append(anyio.CapacityLimiter(4))
-        await anyio.to_thread.run_sync(session.close, limiter=_closers[0])
+        try:
+            await anyio.to_thread.run_sync(session.close, limiter=_closers[0])
+        except STORE_ERRORS as e:
+            log.warning("closing a session: the job store is unreachable: %s", e)
 
 
 def get_celery(settings: SettingsDep) -> Celery:
@@ -120,6 +130,13 @@ AUTH_RESPONSES: dict[int | str, dict[str, object]] = {
         "resuming a job, too many jobs a minute for this key); see Retry-After."
     },
 }
+STORE_DOWN = (
+    "The job store is unreachable (or has no free connection): the request changed nothing; "
+    "retry after Retry-After seconds."
+)
+# What every route that reads the job store may answer (routers add them; a route with a 503 of
+# its own says both in its description: one status, one description).
+STORE_RESPONSES: dict[int | str, dict[str, object]] = {503: {"description": STORE_DOWN}}
 
 
 def rate_limited_owner(owner: OwnerDep, settings: SettingsDep) -> str:

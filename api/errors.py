@@ -1,11 +1,13 @@
-"""Error responses: every validation problem is a 422 that names its field, never a 500.
+"""Error responses: every validation problem is a 422 that names its field, and a job store
+that cannot be reached is a 503 to retry, never a 500.
 
 One helper per kind of error body the routes build themselves: ``field_error`` (a problem with
-one field, shaped like FastAPI's own validation errors) and ``too_many_requests`` (a 429 with
-its Retry-After)."""
+one field, shaped like FastAPI's own validation errors), ``too_many_requests`` (a 429 with
+its Retry-After) and ``unavailable`` (a 503 with its Retry-After)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,8 +17,18 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+log = logging.getLogger(__name__)
+
+# What the job store raises when it cannot answer now, rather than because a request or the code
+# is wrong: the server is down, restarting or unreachable, the connection was lost (Operational-,
+# InterfaceError; SQLite's "database is locked" and "unable to open database file" too), or no
+# pooled connection came free in time (TimeoutError). Each is a 503 to retry, never a 500.
+STORE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+STORE_RETRY_S = 5.0  # the Retry-After of those 503s: a PostgreSQL restart takes a few seconds
 
 
 def field_error(
@@ -33,11 +45,18 @@ def too_many_requests(reason: str, wait: float) -> HTTPException:
     """A 429 for ``reason``, to retry after ``wait`` seconds: rounded up to whole seconds, at
     least 1 (Retry-After counts whole seconds, and a client that waits what it says must not be
     refused again for lack of a fraction), the same number in the header and the message."""
+    return _retry_later(status.HTTP_429_TOO_MANY_REQUESTS, reason, wait)
+
+
+def unavailable(reason: str, wait: float) -> HTTPException:
+    """A 503 for ``reason``, to retry after ``wait`` seconds, rounded like ``too_many_requests``."""
+    return _retry_later(status.HTTP_503_SERVICE_UNAVAILABLE, reason, wait)
+
+
+def _retry_later(code: int, reason: str, wait: float) -> HTTPException:
     seconds = max(1, math.ceil(wait))
     return HTTPException(
-        status.HTTP_429_TOO_MANY_REQUESTS,
-        f"{reason}; retry in {seconds} s",
-        headers={"Retry-After": str(seconds)},
+        code, f"{reason}; retry in {seconds} s", headers={"Retry-After": str(seconds)}
     )
 
 
@@ -78,3 +97,21 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
             "single path segments, without '/')",
         )
     return await http_exception_handler(request, exc)
+
+
+async def store_error_handler(request: Request, exc: Exception) -> Response:
+    """A 503 with Retry-After for any of ``STORE_ERRORS`` a route or dependency raised: the
+    request's transaction did not commit (a job POSTed meanwhile was not created), and a retry
+    may succeed once the store is back. Handled here, the error never reaches uvicorn, which
+    would answer 500 and then close the kept-alive connection."""
+    assert isinstance(exc, STORE_ERRORS)
+    log.warning(
+        "%s %s: the job store is unreachable: %s",
+        request.method,
+        request.url.path,
+        str(exc).splitlines()[0],  # the driver's message, without SQLAlchemy's background
+    )
+    reason = "the job store is unreachable"
+    if isinstance(exc, sa_exc.TimeoutError):
+        reason = "the job store is busy (no database connection came free in time)"
+    return await http_exception_handler(request, unavailable(reason, STORE_RETRY_S))

@@ -6,7 +6,12 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.errors import http_error_handler, validation_error_handler
+from api.errors import (
+    STORE_ERRORS,
+    http_error_handler,
+    store_error_handler,
+    validation_error_handler,
+)
 from api.logcontext import JobLogContext
 from api.middleware import BodySizeLimit, CurlJSONBodies
 from api.prometheus import ApiMetrics, ObserveSamplingLatency
@@ -37,6 +42,8 @@ def create_app() -> FastAPI:
     app = FastAPI(title="GAN training service", version="0.1.0", description=DESCRIPTION)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    for store_error in STORE_ERRORS:  # the job store is down: 503, never 500
+        app.add_exception_handler(store_error, store_error_handler)
     app.state.metrics = ApiMetrics()  # this app's own Prometheus registry
     # Innermost first: the latency observer sees the scope the router fills in.
     app.add_middleware(ObserveSamplingLatency, histogram=app.state.metrics.sampling_latency)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator
 
-from api.deps import AUTH_RESPONSES, JobDep, SessionDep, SettingsDep
+from api.deps import AUTH_RESPONSES, STORE_DOWN, STORE_RESPONSES, JobDep, SessionDep, SettingsDep
 from api.routes.samples import (
     CHECKPOINT_HEADERS,
     CHECKPOINT_PATTERN,
@@ -23,7 +23,9 @@ from worker.store import series
 if TYPE_CHECKING:
     from api.sampling import Found
 
-router = APIRouter(prefix="/jobs", tags=["checkpoints"], responses=AUTH_RESPONSES)
+router = APIRouter(
+    prefix="/jobs", tags=["checkpoints"], responses={**AUTH_RESPONSES, **STORE_RESPONSES}
+)
 
 CHECKPOINT_MEDIA_TYPE = "application/octet-stream"
 CHUNK_SIZE = 1 << 20
@@ -119,7 +121,8 @@ def _checkpoint_out(
         },
         409: {"description": "The job has no checkpoint yet (name=latest)."},
         503: {
-            "description": "Training replaced the checkpoint while it was read, again and again."
+            "description": "Training replaced the checkpoint while it was read, again and "
+            f"again. Or: {STORE_DOWN}"
         },
     },
 )

@@ -13,12 +13,14 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile, status
 from pydantic import BaseModel, BeforeValidator, Field
 
-from api.deps import AUTH_RESPONSES, OwnerDep, SettingsDep
+from api.deps import AUTH_RESPONSES, STORE_RESPONSES, OwnerDep, SettingsDep
 from api.errors import field_error
 from gan.config import DATASETS, UPLOAD_ID
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/datasets", tags=["datasets"], responses=AUTH_RESPONSES)
+router = APIRouter(
+    prefix="/datasets", tags=["datasets"], responses={**AUTH_RESPONSES, **STORE_RESPONSES}
+)
 
 
 class DatasetMeta(BaseModel):

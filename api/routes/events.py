@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -11,13 +12,15 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from api.deps import AUTH_RESPONSES, JobDep, SettingsDep
+from api.deps import AUTH_RESPONSES, STORE_RESPONSES, JobDep, SettingsDep
+from api.errors import STORE_ERRORS, STORE_RETRY_S
 from worker.store import events, jobs
 from worker.store.db import get_engine
 from worker.store.models import JobEvent
 from worker.store.states import FINAL_STATES
 
-router = APIRouter(prefix="/jobs", tags=["events"], responses=AUTH_RESPONSES)
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/jobs", tags=["events"], responses={**AUTH_RESPONSES, **STORE_RESPONSES})
 
 MAX_EVENT_ID = 2**63 - 1  # the largest id a database integer holds (SQLite, PostgreSQL bigint)
 POLL_S = 0.5  # how often the stream looks for new events in the job store
@@ -76,15 +79,28 @@ async def job_events(
     """Follow a job live. A new connection gets the job's whole history of events, then new ones
     as they happen; a reconnection with ``Last-Event-ID`` (or ``?after=``) gets only those after
     it. The stream closes once the job has finished (succeeded, failed, cancelled) and its last
-    event is sent, or when the job is deleted."""
+    event is sent, or when the job is deleted. While the job store is unreachable the stream
+    stays open (a comment line every few seconds says so) and goes on where it was once the
+    store is back."""
     start = last_event_id if last_event_id is not None else after or 0
     url, job_id = settings.database_url, job.id
 
     async def stream() -> AsyncIterator[str]:
-        sent, idle = start, 0.0
+        sent, idle, store_down = start, 0.0, False
         yield "retry: 2000\n\n"
         while True:
-            events, state = await anyio.to_thread.run_sync(_read, url, job_id, sent)
+            try:
+                events, state = await anyio.to_thread.run_sync(_read, url, job_id, sent)
+            except STORE_ERRORS as e:  # not the stream's failure: it waits for the store
+                if not store_down:
+                    log.warning("events of %s: the job store is unreachable: %s", job_id, e)
+                store_down = True
+                yield ": the job store is unreachable; retrying\n\n"  # a keepalive too
+                if await request.is_disconnected():
+                    return
+                await anyio.sleep(STORE_RETRY_S)
+                continue
+            store_down = False
             for event in events:
                 yield _sse(event)
                 sent = event.id

@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session
 
 from api.deps import (
     AUTH_RESPONSES,
+    STORE_DOWN,
+    STORE_RESPONSES,
     CeleryDep,
     JobDep,
     OwnerDep,
@@ -33,7 +35,7 @@ from worker.store import jobs, leases, series
 from worker.store.models import Job
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses={**AUTH_RESPONSES, **STORE_RESPONSES})
 
 Responses = dict[int | str, dict[str, Any]]
 NOT_FOUND: Responses = {404: {"description": "No such job (or it belongs to another API key)."}}
@@ -41,7 +43,9 @@ CONFLICT: Responses = {
     409: {"description": "The job's state does not allow it; the message says why."}
 }
 UNQUEUED: Responses = {
-    503: {"description": "The queue is unreachable; the job is recorded as failed."}
+    503: {
+        "description": f"The queue is unreachable; the job is recorded as failed. Or: {STORE_DOWN}"
+    }
 }
 
 

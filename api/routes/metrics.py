@@ -6,12 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import AUTH_RESPONSES, JobDep, SessionDep
+from api.deps import AUTH_RESPONSES, STORE_RESPONSES, JobDep, SessionDep
 from api.schemas import MetricPointOut, MetricsOut
 from gan.config import BOUNDS
 from worker.store import series
 
-router = APIRouter(prefix="/jobs", tags=["metrics"], responses=AUTH_RESPONSES)
+router = APIRouter(
+    prefix="/jobs", tags=["metrics"], responses={**AUTH_RESPONSES, **STORE_RESPONSES}
+)
 
 
 @router.get(

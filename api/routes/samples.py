@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from api.deps import AUTH_RESPONSES, JobDep, SettingsDep
+from api.deps import AUTH_RESPONSES, STORE_DOWN, STORE_RESPONSES, JobDep, SettingsDep
 from api.errors import field_error
 from worker.settings import Settings
 from worker.store.models import Job
@@ -19,7 +19,9 @@ from worker.store.models import Job
 if TYPE_CHECKING:
     from gan.sample import LoadedGenerator
 
-router = APIRouter(prefix="/jobs", tags=["samples"], responses=AUTH_RESPONSES)
+router = APIRouter(
+    prefix="/jobs", tags=["samples"], responses={**AUTH_RESPONSES, **STORE_RESPONSES}
+)
 
 NPY_MEDIA_TYPE = "application/octet-stream"
 CHECKPOINT_PATTERN = r"^(latest|best|[0-9]+)$"
@@ -127,7 +129,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "(truncated or damaged: its checksum does not match)."
     },
     422: {"description": "A parameter is out of range, or does not fit the job's model (label)."},
-    503: {"description": "Training replaced the checkpoint while it was read, again and again."},
+    503: {
+        "description": "Training replaced the checkpoint while it was read, again and again. "
+        f"Or: {STORE_DOWN}"
+    },
 }
 
 
