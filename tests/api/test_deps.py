@@ -1,0 +1,34 @@
+"""The request's session: closing it never raises, even when the job store went away with its
+transaction open (the close runs after the response is sent: an error there would make uvicorn
+close the client's kept-alive connection)."""
+
+import asyncio
+
+import pytest
+from sqlalchemy import text
+
+from api.deps import get_session
+from harness.postgres_b import PostgresServer, postgres_bin
+from tests.conftest import REQUIRE_SERVICES
+
+
+def test_a_session_closes_quietly_when_the_store_went_away(settings):
+    if postgres_bin() is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("PostgreSQL (initdb) is not installed")
+        pytest.skip("PostgreSQL (initdb) is not installed")
+    postgres = PostgresServer()
+    try:
+        postgres.start()
+
+        async def request() -> None:
+            dependency = get_session(settings.model_copy(update={"database_url": postgres.url}))
+            session = await anext(dependency)
+            session.execute(text("SELECT 1"))  # a transaction is open …
+            postgres.stop()  # … when the server goes away
+            with pytest.raises(StopAsyncIteration):  # the teardown: session.close() …
+                await anext(dependency)  # … fails to roll back, and says so in the log only
+
+        asyncio.run(request())
+    finally:
+        postgres.close()
