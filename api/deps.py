@@ -52,7 +52,9 @@ async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
         try:
             await anyio.to_thread.run_sync(session.close, limiter=_closers[0])
         except STORE_ERRORS as e:
-            log.warning("closing a session: the job store is unreachable: %s", e)
+            log.warning(
+                "closing a session: the job store is unreachable: %s", str(e).splitlines()[0]
+            )
 
 
 def get_celery(settings: SettingsDep) -> Celery:
@@ -131,8 +133,8 @@ AUTH_RESPONSES: dict[int | str, dict[str, object]] = {
     },
 }
 STORE_DOWN = (
-    "The job store is unreachable (or has no free connection): the request changed nothing; "
-    "retry after Retry-After seconds."
+    "The job store is unreachable (or has no free connection); retry after Retry-After seconds "
+    "(a job submission sent again with its Idempotency-Key never makes two jobs)."
 )
 # What every route that reads the job store may answer (routers add them; a route with a 503 of
 # its own says both in its description: one status, one description).
