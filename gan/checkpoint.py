@@ -31,6 +31,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -67,13 +68,14 @@ def checkpoint_path(directory: Path, step: int) -> Path:
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every checkpoint in ``directory``, oldest first."""
+    """(step, path) of every checkpoint in ``directory``, oldest first: regular files named
+    ``step-NNNNNNNN.pt`` (a folder, link or other thing of that name is not one)."""
     if not directory.is_dir():
         return []
     found = []
     for path in directory.iterdir():
         match = _NAME.match(path.name)
-        if match:
+        if match and _is_regular_file(path):
             found.append((int(match.group(1)), path))
     return sorted(found)
 
@@ -81,7 +83,15 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
 def best_checkpoint(directory: Path) -> Path | None:
     """``best.pt``: the checkpoint of the best evaluation so far, if the run keeps one."""
     path = directory / BEST_NAME
-    return path if path.is_file() else None
+    return path if _is_regular_file(path) else None
+
+
+def _is_regular_file(path: Path) -> bool:
+    """A regular file itself, not a link to one (nor a folder, socket, …); False once gone."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def latest_checkpoint(directory: Path) -> Path | None:

@@ -14,6 +14,7 @@ from gan.checkpoint import (
     CheckpointError,
     CheckpointWriteError,
     CorruptCheckpoint,
+    best_checkpoint,
     checkpoint_path,
     content_digest,
     latest_checkpoint,
@@ -72,6 +73,18 @@ def test_listing_latest_and_pruning(tmp_path):
     prune_checkpoints(tmp_path, keep=2)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [30, 200]
     assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_only_regular_files_are_checkpoints(tmp_path):
+    save_checkpoint({"step": 10}, checkpoint_path(tmp_path, 10))
+    (tmp_path / "step-00009999.pt").mkdir()  # a folder of a checkpoint's name
+    (tmp_path / "step-00009998.pt").symlink_to(checkpoint_path(tmp_path, 10))
+    (tmp_path / "best.pt").mkdir()
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [10]
+    assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 10)
+    assert best_checkpoint(tmp_path) is None
+    prune_checkpoints(tmp_path, keep=1)  # the folder is not a checkpoint to prune either
+    assert (tmp_path / "step-00009999.pt").is_dir()
 
 
 # --- Integrity: every checkpoint is sealed with a checksum of its contents --------------------
