@@ -33,7 +33,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,11 @@ class CheckpointError(RuntimeError):
 class CorruptCheckpoint(CheckpointError):
     """A checkpoint file is truncated or damaged: torch cannot read it, or its contents do not
     match its checksum."""
+
+
+class WriteRefused(CheckpointError):
+    """``may_write`` said no just before a checkpoint was published: nothing was written (the
+    run's owner, a worker, no longer holds the job)."""
 
 
 class CheckpointWriteError(CheckpointError):
@@ -99,12 +104,20 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+def save_checkpoint(
+    state: dict[str, Any], path: Path, may_write: Callable[[], bool] | None = None
+) -> None:
     """Write the checkpoint ``state`` to ``path`` atomically, marked with this format and sealed
-    with its checksum (a ``state`` that was loaded, with an old checksum, is sealed anew)."""
+    with its checksum (a ``state`` that was loaded, with an old checksum, is sealed anew).
+
+    ``may_write``, when given, is asked last, once the file is written aside and just before
+    it is renamed into place: False removes it, leaving ``path`` as it was, and raises
+    WriteRefused. (A worker checks its lease there: a worker paused past its lease, whose job
+    another one took, must not publish into that job's folder.)"""
     fields = {k: v for k, v in state.items() if k not in ("format", "format_version", CHECKSUM)}
     marked = {"format": FORMAT, "format_version": FORMAT_VERSION, **fields}
-    write_atomically({**marked, CHECKSUM: content_digest(marked)}, path, what="checkpoint")
+    sealed = {**marked, CHECKSUM: content_digest(marked)}
+    write_atomically(sealed, path, what="checkpoint", may_write=may_write)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -164,7 +177,12 @@ def verify_checksum(path: Path, state: dict[str, Any]) -> None:
         )
 
 
-def write_atomically(state: dict[str, Any], path: Path, what: str = "file") -> None:
+def write_atomically(
+    state: dict[str, Any],
+    path: Path,
+    what: str = "file",
+    may_write: Callable[[], bool] | None = None,
+) -> None:
     """``torch.save`` to ``path`` atomically: readers see the old file or the whole new one.
 
     The state is serialized in memory first (a state that cannot be saved never touches the
@@ -172,12 +190,12 @@ def write_atomically(state: dict[str, Any], path: Path, what: str = "file") -> N
     file is renamed over ``path`` (rename is atomic within one filesystem); then the directory
     entry is synced so the rename survives a crash. When the disk refuses (full, read-only,
     not writable, not a folder), the temporary file is removed and CheckpointWriteError says
-    which ``what`` could not be written where, and why.
+    which ``what`` could not be written where, and why. ``may_write``: as ``save_checkpoint``'s.
     """
     buffer = io.BytesIO()
     torch.save(state, buffer)
     try:
-        _write_file(buffer.getbuffer(), path)
+        _write_file(buffer.getbuffer(), path, may_write)
     except OSError as e:
         raise CheckpointWriteError(
             f"could not write {what} {path.name} in {path.parent.absolute()}: "
@@ -185,9 +203,9 @@ def write_atomically(state: dict[str, Any], path: Path, what: str = "file") -> N
         ) from e
 
 
-def _write_file(data: memoryview, path: Path) -> None:
-    """``data`` to ``path`` through a synced temporary file and a rename; the temporary file is
-    removed when anything fails."""
+def _write_file(data: memoryview, path: Path, may_write: Callable[[], bool] | None) -> None:
+    """``data`` to ``path`` through a synced temporary file and a rename (if ``may_write()``
+    still says so then); the temporary file is removed when anything fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -195,6 +213,8 @@ def _write_file(data: memoryview, path: Path) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if may_write is not None and not may_write():
+            raise WriteRefused(f"{path.name} was not written: writes to {path.parent} were refused")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -14,6 +14,7 @@ from gan.checkpoint import (
     CheckpointError,
     CheckpointWriteError,
     CorruptCheckpoint,
+    WriteRefused,
     best_checkpoint,
     checkpoint_path,
     content_digest,
@@ -73,6 +74,26 @@ def test_listing_latest_and_pruning(tmp_path):
     prune_checkpoints(tmp_path, keep=2)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [30, 200]
     assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_a_refused_write_leaves_the_previous_file_and_nothing_else(tmp_path):
+    path = checkpoint_path(tmp_path, 5)
+    save_checkpoint({"step": 5, "w": torch.zeros(3)}, path)
+    before = path.read_bytes()
+    asked = []
+
+    def no() -> bool:
+        asked.append(sorted(p.name for p in tmp_path.iterdir()))  # written aside by now
+        return False
+
+    with pytest.raises(WriteRefused, match=r"step-00000005\.pt was not written"):
+        save_checkpoint({"step": 5, "w": torch.ones(3)}, path, may_write=no)
+    [listing] = asked
+    assert len(listing) == 2 and listing[0].startswith(".step-00000005.pt.")  # the temporary
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    save_checkpoint({"step": 5, "w": torch.ones(3)}, path, may_write=lambda: True)
+    assert_close(load_checkpoint(path)["w"], torch.ones(3))
 
 
 def test_only_regular_files_are_checkpoints(tmp_path):
