@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from harness.services import Service, wait_for
 from tests.conftest import REQUIRE_SERVICES
@@ -76,6 +80,27 @@ def test_an_upload_onto_a_full_disk_is_a_507_and_leaves_nothing(
         service.stop()
 
 
+def pause_outside_a_transaction(process: subprocess.Popen[bytes], url: str, job_id: str) -> None:
+    """SIGSTOP ``process`` at a moment it holds no lock on the job's row: stopped inside a
+    transaction that updated it (a progress write, a renewal), it would keep the reconciler,
+    which skips locked rows, from ever requeueing the job."""
+    engine = create_engine(url)
+    try:
+        for _ in range(50):
+            process.send_signal(signal.SIGSTOP)
+            try:
+                with engine.begin() as connection:
+                    query = "SELECT id FROM jobs WHERE id = :id FOR UPDATE NOWAIT"
+                    connection.execute(text(query), {"id": job_id})
+                return
+            except OperationalError:  # locked by the stopped worker: let it finish that
+                process.send_signal(signal.SIGCONT)
+                time.sleep(0.05)
+        raise AssertionError("the worker always held the job's row")
+    finally:
+        engine.dispose()
+
+
 def snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
     """Every file in ``folder`` with its inode, size and mtime: what a write would change."""
     found = {}
@@ -98,7 +123,7 @@ def test_a_worker_paused_past_its_lease_writes_no_checkpoint_after_another_took_
     wait_for(lambda: service.job(job_id)["step"] >= 60, SLOW, "step 60")
     first = workers.pop(int(service.job(job_id)["worker"].rsplit("/", 1)[1]))
     [second] = workers.values()
-    first.send_signal(signal.SIGSTOP)
+    pause_outside_a_transaction(first, service.env["GAN_DATABASE_URL"], job_id)
     paused_at = service.job(job_id)["step"]
     try:
         wait_for(lambda: service.job(job_id)["attempts"] == 2, SLOW, "the job to be taken over")
