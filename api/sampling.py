@@ -44,6 +44,8 @@ _CACHE_SIZE = 8
 # Generators by (path, size, mtime_ns, ema); best.pt's step by (path, size, mtime_ns).
 _generators: OrderedDict[Hashable, LoadedGenerator] = OrderedDict()
 _best_steps: OrderedDict[Hashable, int] = OrderedDict()
+# Checkpoint files whose checksum was verified, by (path, size, mtime_ns).
+_verified: OrderedDict[Hashable, bool] = OrderedDict()
 _lock = threading.Lock()
 
 # Bumped when the same checkpoint and parameters would give other bytes (a part of every ETag).
@@ -192,6 +194,16 @@ def draw(
         return generate_class_rows(G, nrow, seed, truncation)
     labels = None if label is None else torch.full((n,), int(label))
     return generate(G, n, seed, labels, truncation)
+
+
+def verify(found: Found) -> None:
+    """CorruptCheckpoint (a CheckpointError, with the reason) unless the file ``found`` reads
+    back whole and matches its checksum: a damaged file is never served. Remembered by the
+    file's identity, so each version of a file is read once. CheckpointChanged when the file
+    is no longer the one found."""
+    if _cached(_verified, found.identity) is None:
+        _read(found.path, found.identity[1:], load_checkpoint)
+        _store(_verified, found.identity, True)
 
 
 def open_file(found: Found) -> BinaryIO:

@@ -31,8 +31,9 @@ import hashlib
 import io
 import os
 import re
+import stat
 import tempfile
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,11 @@ class CorruptCheckpoint(CheckpointError):
     match its checksum."""
 
 
+class WriteRefused(CheckpointError):
+    """``may_write`` said no just before a checkpoint was published: nothing was written (the
+    run's owner, a worker, no longer holds the job)."""
+
+
 class CheckpointWriteError(CheckpointError):
     """A checkpoint could not be written (disk full, folder not writable); the previous file at
     its path, if any, is untouched and no partial file is left."""
@@ -67,13 +73,14 @@ def checkpoint_path(directory: Path, step: int) -> Path:
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every checkpoint in ``directory``, oldest first."""
+    """(step, path) of every checkpoint in ``directory``, oldest first: regular files named
+    ``step-NNNNNNNN.pt`` (a folder, link or other thing of that name is not one)."""
     if not directory.is_dir():
         return []
     found = []
     for path in directory.iterdir():
         match = _NAME.match(path.name)
-        if match:
+        if match and _is_regular_file(path):
             found.append((int(match.group(1)), path))
     return sorted(found)
 
@@ -81,7 +88,15 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
 def best_checkpoint(directory: Path) -> Path | None:
     """``best.pt``: the checkpoint of the best evaluation so far, if the run keeps one."""
     path = directory / BEST_NAME
-    return path if path.is_file() else None
+    return path if _is_regular_file(path) else None
+
+
+def _is_regular_file(path: Path) -> bool:
+    """A regular file itself, not a link to one (nor a folder, socket, …); False once gone."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -89,12 +104,20 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+def save_checkpoint(
+    state: dict[str, Any], path: Path, may_write: Callable[[], bool] | None = None
+) -> None:
     """Write the checkpoint ``state`` to ``path`` atomically, marked with this format and sealed
-    with its checksum (a ``state`` that was loaded, with an old checksum, is sealed anew)."""
+    with its checksum (a ``state`` that was loaded, with an old checksum, is sealed anew).
+
+    ``may_write``, when given, is asked last, once the file is written aside and just before
+    it is renamed into place: False removes it, leaving ``path`` as it was, and raises
+    WriteRefused. (A worker checks its lease there: a worker paused past its lease, whose job
+    another one took, must not publish into that job's folder.)"""
     fields = {k: v for k, v in state.items() if k not in ("format", "format_version", CHECKSUM)}
     marked = {"format": FORMAT, "format_version": FORMAT_VERSION, **fields}
-    write_atomically({**marked, CHECKSUM: content_digest(marked)}, path, what="checkpoint")
+    sealed = {**marked, CHECKSUM: content_digest(marked)}
+    write_atomically(sealed, path, what="checkpoint", may_write=may_write)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -154,7 +177,12 @@ def verify_checksum(path: Path, state: dict[str, Any]) -> None:
         )
 
 
-def write_atomically(state: dict[str, Any], path: Path, what: str = "file") -> None:
+def write_atomically(
+    state: dict[str, Any],
+    path: Path,
+    what: str = "file",
+    may_write: Callable[[], bool] | None = None,
+) -> None:
     """``torch.save`` to ``path`` atomically: readers see the old file or the whole new one.
 
     The state is serialized in memory first (a state that cannot be saved never touches the
@@ -162,12 +190,12 @@ def write_atomically(state: dict[str, Any], path: Path, what: str = "file") -> N
     file is renamed over ``path`` (rename is atomic within one filesystem); then the directory
     entry is synced so the rename survives a crash. When the disk refuses (full, read-only,
     not writable, not a folder), the temporary file is removed and CheckpointWriteError says
-    which ``what`` could not be written where, and why.
+    which ``what`` could not be written where, and why. ``may_write``: as ``save_checkpoint``'s.
     """
     buffer = io.BytesIO()
     torch.save(state, buffer)
     try:
-        _write_file(buffer.getbuffer(), path)
+        _write_file(buffer.getbuffer(), path, may_write)
     except OSError as e:
         raise CheckpointWriteError(
             f"could not write {what} {path.name} in {path.parent.absolute()}: "
@@ -175,9 +203,9 @@ def write_atomically(state: dict[str, Any], path: Path, what: str = "file") -> N
         ) from e
 
 
-def _write_file(data: memoryview, path: Path) -> None:
-    """``data`` to ``path`` through a synced temporary file and a rename; the temporary file is
-    removed when anything fails."""
+def _write_file(data: memoryview, path: Path, may_write: Callable[[], bool] | None) -> None:
+    """``data`` to ``path`` through a synced temporary file and a rename (if ``may_write()``
+    still says so then); the temporary file is removed when anything fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -185,6 +213,8 @@ def _write_file(data: memoryview, path: Path) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if may_write is not None and not may_write():
+            raise WriteRefused(f"{path.name} was not written: writes to {path.parent} were refused")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -442,6 +442,7 @@ def _write(
         images = np.lib.format.open_memmap(
             tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(members), *shape)
         )
+        _reserve(tmp / "images.npy")
         mode = "L" if channels == 1 else "RGB"
         for i, member in enumerate(members):
             images[i] = _decode(member.read(), "/".join(member.parts), mode, image_size, limits)
@@ -462,6 +463,13 @@ def _write(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return meta
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the disk blocks of the (sparse) file ``path`` now: a full disk is then an
+    OSError (ENOSPC) here, not a SIGBUS when a write to the memory map finds no room."""
+    with open(path, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
 
 
 def _hidden(parts: tuple[str, ...]) -> bool:

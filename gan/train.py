@@ -163,6 +163,7 @@ def train(
     progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     evaluator: Evaluator | None = None,
+    may_write: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train a GAN on ``dataset`` and write checkpoints to ``out_dir``.
 
@@ -171,7 +172,9 @@ def train(
     scores the generator (its EMA when kept) every ``cfg.eval_every`` steps and at the end; the
     best evaluation's checkpoint is kept as ``best.pt``. A non-finite loss or weight rolls the run
     back to its newest finite checkpoint (or its initial state) with halved learning rates, up to
-    ``cfg.max_rollbacks`` times; then TrainingError says why.
+    ``cfg.max_rollbacks`` times; then TrainingError says why. ``may_write`` is asked before
+    each checkpoint is published (``gan.checkpoint.save_checkpoint``): False ends the run with
+    WriteRefused, that checkpoint unwritten.
     """
     check_compatible(cfg, dataset)
     device = pick_device(cfg.device)
@@ -194,10 +197,10 @@ def train(
                 early_stop = False
                 due = cfg.eval_every and (s.step % cfg.eval_every == 0 or end)
                 if evaluator is not None and due:
-                    early_stop = evaluate(cfg, s, stats, evaluator, out_dir)
+                    early_stop = evaluate(cfg, s, stats, evaluator, out_dir, may_write)
 
                 if s.step % cfg.checkpoint_every == 0 or end or early_stop:
-                    saved = checkpoint(cfg, s, stats, out_dir, saved)
+                    saved = checkpoint(cfg, s, stats, out_dir, saved, may_write)
 
                 if s.step % cfg.log_every == 0 or end or early_stop:
                     d, g = healthy_losses(s, stats)
@@ -205,7 +208,7 @@ def train(
                     rate = throughput.read(s.step)
                     stop = should_stop is not None and not end and not early_stop and should_stop()
                     if stop:  # checkpoint before the report, so the report names it
-                        saved = checkpoint(cfg, s, stats, out_dir, saved)
+                        saved = checkpoint(cfg, s, stats, out_dir, saved, may_write)
                     if progress is not None:
                         progress(progress_of(cfg, s, stats, rate, d, g, saved))
                     if stop:
@@ -217,7 +220,8 @@ def train(
                                  s.step, s.monitor.key, s.monitor.since_best)  # fmt: skip
                         saved = checkpoint(cfg, s, stats, out_dir, saved)  # written above
                         return TrainResult(s.step, False, saved[1], early_stopped=True)
-            return TrainResult(s.step, False, checkpoint(cfg, s, stats, out_dir, saved)[1])
+            saved = checkpoint(cfg, s, stats, out_dir, saved, may_write)
+            return TrainResult(s.step, False, saved[1])
         except Diverged as e:
             saved = roll_back(cfg, s, e, initial, out_dir)
 
@@ -259,26 +263,37 @@ def checkpoint_state(cfg: TrainConfig, s: TrainState, stats: StepStats) -> dict[
 
 
 def checkpoint(
-    cfg: TrainConfig, s: TrainState, stats: StepStats, out_dir: Path, saved: Saved | None
+    cfg: TrainConfig,
+    s: TrainState,
+    stats: StepStats,
+    out_dir: Path,
+    saved: Saved | None,
+    may_write: Callable[[], bool] | None = None,
 ) -> Saved:
     """The checkpoint of the current step: ``saved`` when it is that one, else written now (and
     the older ones pruned to ``cfg.keep_checkpoints``)."""
     if saved is not None and saved[0] == s.step:
         return saved
     path = ckpt.checkpoint_path(out_dir, s.step)
-    ckpt.save_checkpoint(checkpoint_state(cfg, s, stats), path)
+    ckpt.save_checkpoint(checkpoint_state(cfg, s, stats), path, may_write)
     ckpt.prune_checkpoints(out_dir, cfg.keep_checkpoints)
     return s.step, path
 
 
 def evaluate(
-    cfg: TrainConfig, s: TrainState, stats: StepStats, evaluator: Evaluator, out_dir: Path
+    cfg: TrainConfig,
+    s: TrainState,
+    stats: StepStats,
+    evaluator: Evaluator,
+    out_dir: Path,
+    may_write: Callable[[], bool] | None = None,
 ) -> bool:
     """Score the sampling generator; keep its checkpoint as best.pt when it is the best. Whether
     to stop early: ``cfg.early_stop_evals`` evaluations in a row brought no new best."""
     metrics = evaluator(s.G_ema if s.G_ema is not None else s.G)
     if s.monitor.observe_evaluation(s.step, metrics):
-        ckpt.save_checkpoint(checkpoint_state(cfg, s, stats), out_dir / ckpt.BEST_NAME)
+        best = out_dir / ckpt.BEST_NAME
+        ckpt.save_checkpoint(checkpoint_state(cfg, s, stats), best, may_write)
     log.info("step %d: %s", s.step, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return bool(cfg.early_stop_evals) and s.monitor.since_best >= cfg.early_stop_evals
 

@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -24,7 +25,7 @@ from celery.exceptions import Reject
 from celery.signals import worker_shutting_down
 from sqlalchemy.exc import SQLAlchemyError
 
-from gan.checkpoint import CheckpointError
+from gan.checkpoint import CheckpointError, WriteRefused
 from gan.config import ConfigError, from_dict
 from gan.data import DatasetError, load_dataset
 from gan.errors import first_line
@@ -88,6 +89,9 @@ class Lease:
         self.url, self.job_id, self.token = settings.database_url, job_id, token
         self.lease_s = settings.lease_s
         self.lost = threading.Event()
+        # When this worker last tried to renew, and whether it has been paused (stopped, or
+        # starved) for longer than a lease since it last renewed: see ``may_write``.
+        self._tried_at, self._paused = time.monotonic(), False
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
 
@@ -102,14 +106,39 @@ class Lease:
     def _beat(self) -> None:
         while not self._done.wait(self.lease_s / 3):
             try:
-                with session_scope(self.url) as session:
-                    renewed = leases.renew(session, self.job_id, self.token, self.lease_s)
+                renewed = self._renew()
             except SQLAlchemyError as e:  # the store is down: keep training, keep trying
                 log.warning("job %s: could not renew the lease: %s", self.job_id, e)
                 continue
             if not renewed:
-                self.lost.set()
                 return
+
+    def _renew(self) -> bool:
+        """Renew the lease in the store; False (and ``lost`` set) when it is no longer ours."""
+        now = time.monotonic()
+        if now - self._tried_at > self.lease_s:
+            self._paused = True  # long enough for the lease to expire and another to take it
+        self._tried_at = now
+        with session_scope(self.url) as session:
+            renewed = leases.renew(session, self.job_id, self.token, self.lease_s)
+        if not renewed:
+            self.lost.set()
+        self._paused = self._paused and not renewed
+        return renewed
+
+    def may_write(self) -> bool:
+        """Whether this worker may still publish a file into the job's folder (a checkpoint,
+        asked just before its rename): the store renews the lease now. When the store cannot
+        be reached, yes unless this worker was paused longer than a lease since its last
+        renewal (as a SIGSTOPped or frozen one is): no other worker can have taken the job
+        while the store was down for all, but one may have while this one was away."""
+        if self.lost.is_set():
+            return False
+        try:
+            return self._renew()
+        except SQLAlchemyError as e:
+            log.warning("job %s: could not check the lease before a write: %s", self.job_id, e)
+            return not self._paused
 
     def write(self, change: Callable[[Job], object]) -> bool:
         """Apply ``change`` to the job and renew the lease, if the lease is still ours."""
@@ -198,8 +227,12 @@ def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease
             progress=progress,
             should_stop=should_stop,
             evaluator=evaluator,
+            may_write=lease.may_write,
         )
         stopped = result.stopped
+    except WriteRefused as e:  # the lease went to another worker: stop, publish nothing
+        log.warning("job %s: %s (its lease is no longer this worker's)", job_id, e)
+        stopped = True
     except Exception as e:
         error = failure_reason(e)
         if error.startswith("internal error"):  # a bug: keep the traceback in the worker's log

@@ -119,7 +119,10 @@ def _checkpoint_out(
             "description": "No such job, or no such checkpoint on disk (the message lists "
             "those that are)."
         },
-        409: {"description": "The job has no checkpoint yet (name=latest)."},
+        409: {
+            "description": "The job has no checkpoint yet (name=latest), or the file named is "
+            "damaged (it fails its checksum): the message says which."
+        },
         503: {
             "description": "Training replaced the checkpoint while it was read, again and "
             f"again. Or: {STORE_DOWN}"
@@ -128,11 +131,14 @@ def _checkpoint_out(
 )
 def download_checkpoint(job: JobDep, settings: SettingsDep, name: NamePath) -> Response:
     """Download one of the job's checkpoint files: a step, the latest or best.pt. The file is
-    opened before the response starts, so training pruning it meanwhile does no harm."""
+    checked against its checksum (a damaged one is a 409 saying so, ``latest`` included: ask
+    for an older step) and opened before the response starts, so training pruning it meanwhile
+    does no harm."""
     from api import sampling
 
     def open_named() -> tuple[Found, BinaryIO]:
         found = sampling.find(settings.checkpoint_dir(job.id), name)
+        sampling.verify(found)  # a file that fails its checksum is a 409, never a download
         return found, sampling.open_file(found)
 
     with checkpoint_errors(job):

@@ -3,7 +3,9 @@ and train on them by id."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
 import uuid
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -104,6 +106,8 @@ def _int(value: Any) -> Any:
         403: {"description": "A browser page of another origin sent the upload."},
         413: {"description": "The archive, its contents or an image exceeds a size limit."},
         422: {"description": "The archive is invalid; the message names the problem."},
+        503: {"description": "The server could not store it; the message says why."},
+        507: {"description": "The server's disk is full; nothing was kept."},
     },
 )
 def upload_dataset(
@@ -150,11 +154,29 @@ def upload_dataset(
         raise field_error(["body", "file"], str(e), status.HTTP_413_CONTENT_TOO_LARGE) from e
     except UploadError as e:
         raise field_error(["body", "file"], str(e)) from e
-    (settings.datasets_dir / dataset_id / OWNER_FILE).write_text(owner)
+    except OSError as e:  # the server's disk, not the archive: nothing was left behind
+        raise _not_stored(e) from e
+    try:
+        (settings.datasets_dir / dataset_id / OWNER_FILE).write_text(owner)
+    except OSError as e:  # a dataset without its owner file would be everyone's: remove it
+        shutil.rmtree(settings.datasets_dir / dataset_id, ignore_errors=True)
+        raise _not_stored(e) from e
     log.info("dataset %s: %d images in %d classes", dataset_id, meta["num_images"],
              meta["num_classes"])  # fmt: skip
     response.headers["Location"] = str(request.url_for("get_dataset", dataset_id=dataset_id))
     return dataset_out(dataset_id, DatasetMeta.model_validate(meta), request)
+
+
+def _not_stored(error: OSError) -> HTTPException:
+    """507 when the server's disk is full (or the quota spent), else 503: the dataset could
+    not be stored, for a reason of the server's, which the message gives."""
+    log.error("could not store an uploaded dataset: %s", error)
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return HTTPException(
+        status.HTTP_507_INSUFFICIENT_STORAGE if full else status.HTTP_503_SERVICE_UNAVAILABLE,
+        f"the dataset could not be stored: {error.strerror or error} (the server's disk, not "
+        "your archive; nothing was kept); try again later",
+    )
 
 
 @router.get("", response_model=DatasetList)

@@ -98,6 +98,18 @@ def _replay(job: Job, request_hash: str, request: Request, response: Response) -
     return job_out(job, request)
 
 
+def _concurrent_winner(session: Session, owner: str, idempotency_key: str | None) -> Job:
+    """The job that a concurrent request with the same Idempotency-Key created, after ours
+    failed the unique constraint on (owner, key). Committed before ours failed, so a fresh
+    read (after the rollback) sees it; anything else that failed the insert is a bug."""
+    earlier = None
+    if idempotency_key is not None:
+        earlier = jobs.find_idempotent(session, owner, idempotency_key)
+    if earlier is None:
+        raise RuntimeError("a new job failed a constraint other than its Idempotency-Key's")
+    return earlier
+
+
 def _enqueue(job: Job, session: Session, celery: CeleryDep, queue: str) -> None:
     """Send the job's task; when the broker is unreachable, record the job as failed (a
     person can resume it) and answer 503."""
@@ -163,21 +175,19 @@ def create_job(
             check_data(config, tuple(meta.shape), meta.num_classes)
     except ConfigError as e:  # rules between fields, and between the config and its data
         raise field_error(["body", e.field], str(e)) from e
-    job = jobs.create_job(
-        session,
-        spec.preset,
-        config.to_dict(),
-        owner=owner,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-    )
-    try:
+    try:  # the unique (owner, key) constraint fails at flush() (in create_job) or at commit
+        job = jobs.create_job(
+            session,
+            spec.preset,
+            config.to_dict(),
+            owner=owner,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
         session.commit()  # the job exists before its task can reach a worker
-    except IntegrityError:  # a concurrent request with the same Idempotency-Key won
+    except IntegrityError:
         session.rollback()
-        assert idempotency_key is not None
-        earlier = jobs.find_idempotent(session, owner, idempotency_key)
-        assert earlier is not None
+        earlier = _concurrent_winner(session, owner, idempotency_key)
         return _replay(earlier, request_hash, request, response)
     _enqueue(job, session, celery, settings.task_queue)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))

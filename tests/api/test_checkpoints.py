@@ -156,3 +156,40 @@ def test_openapi_documents_the_checkpoint_endpoints(client):
     assert "application/octet-stream" in download["responses"]["200"]["content"]
     [name] = [p for p in download["parameters"] if p["name"] == "name"]
     assert name["in"] == "path" and "pattern" in name["schema"] and name["description"]
+
+
+def damage(path) -> None:
+    """Rewrite a checkpoint with one value changed and its old checksum: torch reads it, the
+    checksum does not match (what a bad disk or a careless hand does)."""
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "step": state["step"] + 1}, path)
+
+
+def test_a_checkpoint_that_fails_its_checksum_is_never_served(client, settings):
+    job_id = job_with_a_best_checkpoint(client, settings)  # steps 2, 4; best.pt is step 2's
+    directory = settings.checkpoint_dir(job_id)
+    assert client.get(f"/jobs/{job_id}/checkpoints/latest").status_code == 200  # verified once
+    damage(checkpoint_path(directory, 4))
+    damage(directory / "best.pt")
+    for name in ("latest", "4", "best"):
+        response = client.get(f"/jobs/{job_id}/checkpoints/{name}")
+        assert response.status_code == 409, name
+        assert "do not match its checksum" in response.json()["detail"], name
+    for query in ("checkpoint=latest", "checkpoint=4", "checkpoint=best"):
+        response = client.get(f"/jobs/{job_id}/samples?n=4&{query}")
+        assert response.status_code == 409, query
+        assert "do not match its checksum" in response.json()["detail"], query
+    assert client.get(f"/jobs/{job_id}/checkpoints/2").status_code == 200  # the good one
+
+
+def test_a_folder_named_like_a_checkpoint_is_not_one(client, settings):
+    job_id = train_job_briefly(client, settings, steps=2, checkpoint_every=2)
+    directory = settings.checkpoint_dir(job_id)
+    (directory / "step-00009999.pt").mkdir()
+    listed = client.get(f"/jobs/{job_id}/checkpoints").json()["checkpoints"]
+    assert [c["name"] for c in listed] == ["2"]
+    latest = client.get(f"/jobs/{job_id}/checkpoints/latest")
+    assert latest.status_code == 200 and latest.headers["x-checkpoint-step"] == "2"
+    missing = client.get(f"/jobs/{job_id}/checkpoints/9999")
+    assert missing.status_code == 404 and "on disk: steps 2" in missing.json()["detail"]
+    assert client.get(f"/jobs/{job_id}/samples?n=4&checkpoint=latest").status_code == 200

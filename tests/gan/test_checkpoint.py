@@ -14,6 +14,8 @@ from gan.checkpoint import (
     CheckpointError,
     CheckpointWriteError,
     CorruptCheckpoint,
+    WriteRefused,
+    best_checkpoint,
     checkpoint_path,
     content_digest,
     latest_checkpoint,
@@ -72,6 +74,38 @@ def test_listing_latest_and_pruning(tmp_path):
     prune_checkpoints(tmp_path, keep=2)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [30, 200]
     assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_a_refused_write_leaves_the_previous_file_and_nothing_else(tmp_path):
+    path = checkpoint_path(tmp_path, 5)
+    save_checkpoint({"step": 5, "w": torch.zeros(3)}, path)
+    before = path.read_bytes()
+    asked = []
+
+    def no() -> bool:
+        asked.append(sorted(p.name for p in tmp_path.iterdir()))  # written aside by now
+        return False
+
+    with pytest.raises(WriteRefused, match=r"step-00000005\.pt was not written"):
+        save_checkpoint({"step": 5, "w": torch.ones(3)}, path, may_write=no)
+    [listing] = asked
+    assert len(listing) == 2 and listing[0].startswith(".step-00000005.pt.")  # the temporary
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    save_checkpoint({"step": 5, "w": torch.ones(3)}, path, may_write=lambda: True)
+    assert_close(load_checkpoint(path)["w"], torch.ones(3))
+
+
+def test_only_regular_files_are_checkpoints(tmp_path):
+    save_checkpoint({"step": 10}, checkpoint_path(tmp_path, 10))
+    (tmp_path / "step-00009999.pt").mkdir()  # a folder of a checkpoint's name
+    (tmp_path / "step-00009998.pt").symlink_to(checkpoint_path(tmp_path, 10))
+    (tmp_path / "best.pt").mkdir()
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [10]
+    assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 10)
+    assert best_checkpoint(tmp_path) is None
+    prune_checkpoints(tmp_path, keep=1)  # the folder is not a checkpoint to prune either
+    assert (tmp_path / "step-00009999.pt").is_dir()
 
 
 # --- Integrity: every checkpoint is sealed with a checksum of its contents --------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Dialect,
     Float,
@@ -46,6 +47,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Event ids and steps: 64-bit on PostgreSQL (an event id up to 2**63 - 1, as the API's
+# Last-Event-ID allows). SQLite's INTEGER is 64-bit already, and only an INTEGER PRIMARY KEY is
+# an alias of the rowid that autoincrements: a BIGINT primary key there would not be.
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -71,12 +78,12 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    step: Mapped[int] = mapped_column(Integer, default=0)
-    total_steps: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(BigInt, default=0)
+    total_steps: Mapped[int] = mapped_column(BigInt)
     images_per_sec: Mapped[float | None] = mapped_column(Float)
     d_loss: Mapped[float | None] = mapped_column(Float)
     g_loss: Mapped[float | None] = mapped_column(Float)
-    checkpoint_step: Mapped[int | None] = mapped_column(Integer)  # newest checkpoint on disk
+    checkpoint_step: Mapped[int | None] = mapped_column(BigInt)  # newest checkpoint on disk
     error: Mapped[str | None] = mapped_column(Text)  # why a failed job failed, for a person
     # The latest evaluation {name: value, "step": int}, and that of the best checkpoint; None
     # before the first (or, for best_metrics, when the run keeps no best checkpoint).
@@ -103,9 +110,9 @@ class MetricPoint(Base):
     __tablename__ = "metric_points"
     __table_args__ = (Index("ix_metric_points_job_step", "job_id", "step"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="CASCADE"))
-    step: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(BigInt)
     data: Mapped[dict[str, float | None]] = mapped_column(JSON)
 
 
@@ -121,7 +128,7 @@ class JobEvent(Base):
     __tablename__ = "job_events"
     __table_args__ = (Index("ix_job_events_job_id", "job_id", "id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
