@@ -1,8 +1,9 @@
 """Error responses: every validation problem is a 422 that names its field, never a 500.
 
 One helper per kind of error body the routes build themselves: ``field_error`` (a problem with
-one field, shaped like FastAPI's own validation errors) and ``too_many_requests`` (a 429 with
-its Retry-After)."""
+one field, shaped like FastAPI's own validation errors), ``too_many_requests`` (a 429 with
+its Retry-After: the client asks too much) and ``service_unavailable`` (a 503 with its
+Retry-After: the service is short of something)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,13 @@ def too_many_requests(reason: str, wait: float) -> HTTPException:
         f"{reason}; retry in {seconds} s",
         headers={"Retry-After": str(seconds)},
     )
+
+
+def service_unavailable(reason: str, retry_after: float) -> HTTPException:
+    """A 503 for ``reason`` (the service, not the client, is short of something), to retry
+    after ``retry_after`` seconds, counted as ``too_many_requests`` counts them."""
+    refused = too_many_requests(reason, retry_after)
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, refused.detail, refused.headers)
 
 
 def _json_safe(value: Any) -> Any:

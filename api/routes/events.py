@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -11,7 +12,9 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from api.deps import AUTH_RESPONSES, JobDep, SettingsDep
+from api.deps import AUTH_RESPONSES, ClientKeyDep, JobDep, SettingsDep
+from api.eventfeed import feed_for
+from api.slots import slots_for
 from worker.store import events, jobs
 from worker.store.db import get_engine
 from worker.store.models import JobEvent
@@ -20,7 +23,7 @@ from worker.store.states import FINAL_STATES
 router = APIRouter(prefix="/jobs", tags=["events"], responses=AUTH_RESPONSES)
 
 MAX_EVENT_ID = 2**63 - 1  # the largest id a database integer holds (SQLite, PostgreSQL bigint)
-POLL_S = 0.5  # how often the stream looks for new events in the job store
+RETRY_AFTER_S = 5.0  # when a client refused a stream (too many open) may try again
 KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing an idle stream
 
 
@@ -49,12 +52,14 @@ def _read(url: str, job_id: str, after: int) -> tuple[list[JobEvent], str | None
             "content": {"text/event-stream": {}},
         },
         404: {"description": "No such job."},
+        503: {"description": "The API process has its most event streams open; see Retry-After."},
     },
 )
 async def job_events(
     job: JobDep,
     request: Request,
     settings: SettingsDep,
+    client: ClientKeyDep,
     last_event_id: Annotated[
         int | None,
         Header(
@@ -76,30 +81,38 @@ async def job_events(
     """Follow a job live. A new connection gets the job's whole history of events, then new ones
     as they happen; a reconnection with ``Last-Event-ID`` (or ``?after=``) gets only those after
     it. The stream closes once the job has finished (succeeded, failed, cancelled) and its last
-    event is sent, or when the job is deleted."""
+    event is sent, or when the job is deleted. An API key has at most ``streams_per_key``
+    streams open at once (429 past that), the API process ``max_streams`` (503)."""
     start = last_event_id if last_event_id is not None else after or 0
     url, job_id = settings.database_url, job.id
+    give_back = slots_for(
+        "event streams", settings.streams_per_key, settings.max_streams, RETRY_AFTER_S
+    ).take(client)
 
     async def stream() -> AsyncIterator[str]:
-        sent, idle = start, 0.0
-        yield "retry: 2000\n\n"
-        while True:
-            events, state = await anyio.to_thread.run_sync(_read, url, job_id, sent)
-            for event in events:
-                yield _sse(event)
-                sent = event.id
-            if state is None or (state in FINAL_STATES and not events):
-                return
-            if events:
-                idle = 0.0
-                continue  # there may be more than one read's worth
-            if await request.is_disconnected():
-                return
-            await anyio.sleep(POLL_S)
-            idle += POLL_S
-            if idle >= KEEPALIVE_S:
-                idle = 0.0
-                yield ": keepalive\n\n"
+        feed, sent = feed_for(url), start
+        try:
+            yield "retry: 2000\n\n"
+            with feed.watching(job_id):
+                while True:
+                    found, state = await anyio.to_thread.run_sync(
+                        _read, url, job_id, sent, limiter=feed.readers
+                    )
+                    for event in found:
+                        yield _sse(event)
+                        sent = event.id
+                    if state is None or (state in FINAL_STATES and not found):
+                        return
+                    if found:
+                        continue  # there may be more than one read's worth
+                    if not await feed.changed(job_id, sent, state, within=KEEPALIVE_S):
+                        yield ": keepalive\n\n"
+                    if await request.is_disconnected():
+                        return
+        finally:
+            give_back()
 
+    body = stream()
+    weakref.finalize(body, give_back)  # also when the stream never starts (the client left)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)

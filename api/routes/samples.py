@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from api.deps import AUTH_RESPONSES, JobDep, SettingsDep
+from api.deps import AUTH_RESPONSES, ClientKeyDep, JobDep, SettingsDep
 from api.errors import field_error
 from worker.settings import Settings
 from worker.store.models import Job
@@ -127,7 +127,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "(truncated or damaged: its checksum does not match)."
     },
     422: {"description": "A parameter is out of range, or does not fit the job's model (label)."},
-    503: {"description": "Training replaced the checkpoint while it was read, again and again."},
+    503: {
+        "description": "Training replaced the checkpoint while it was read, again and again; "
+        "or the API process is generating its most samples at once (see Retry-After)."
+    },
 }
 
 
@@ -194,6 +197,7 @@ Render = Callable[["LoadedGenerator"], tuple[bytes, str, str]]  # → (body, med
 def respond(
     job: Job,
     settings: Settings,
+    client: str,
     checkpoint: str | None,
     ema: bool,
     if_none_match: str | None,
@@ -201,7 +205,9 @@ def respond(
     render: Render,
 ) -> Response:
     """The response ``render`` makes from the generator of the named checkpoint, with its ETag,
-    or a 304 when ``if_none_match`` has that ETag (without loading or generating anything)."""
+    or a 304 when ``if_none_match`` has that ETag (without loading or generating anything).
+    Rendering holds one of the sampling slots (``samplings_per_key`` for ``client``,
+    ``max_samplings`` in all): past them, a 429 or 503; a cached rendering needs none."""
     from api import sampling
 
     def attempt() -> Response:
@@ -212,8 +218,9 @@ def respond(
             return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=cache)
 
         def make() -> tuple[bytes, tuple[str, dict[str, str]]]:
-            loaded = sampling.load(found, ema)
-            body, media_type, filename = render(loaded)
+            with sampling.slot(client, settings):
+                loaded = sampling.load(found, ema)
+                body, media_type, filename = render(loaded)
             return body, (media_type, {
                 "X-Checkpoint-Step": str(loaded.step),
                 "X-Checkpoint": found.kind,
@@ -245,6 +252,7 @@ def respond(
 def get_samples(
     job: JobDep,
     settings: SettingsDep,
+    client: ClientKeyDep,
     n: Annotated[
         int,
         Query(
@@ -317,7 +325,7 @@ def get_samples(
             return npy_bytes(samples), NPY_MEDIA_TYPE, filename
         return preview_png(samples, per_row), "image/png", filename
 
-    return respond(job, settings, checkpoint, ema, if_none_match, parameters, render)
+    return respond(job, settings, client, checkpoint, ema, if_none_match, parameters, render)
 
 
 @router.get(
@@ -337,6 +345,7 @@ def get_samples(
 def get_interpolation(
     job: JobDep,
     settings: SettingsDep,
+    client: ClientKeyDep,
     seed_from: Annotated[
         int, Query(ge=0, le=2**31 - 1, description="Noise seed of the first column.")
     ] = 0,
@@ -397,4 +406,4 @@ def get_interpolation(
         flat = walks.reshape(rows * steps, *walks.shape[2:])
         return preview_png(flat, steps), "image/png", filename
 
-    return respond(job, settings, checkpoint, ema, if_none_match, parameters, render)
+    return respond(job, settings, client, checkpoint, ema, if_none_match, parameters, render)
