@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, Literal, TypeVar
 import numpy as np
 import torch
 
-from api.slots import slots_for
+from api.slots import sampling_slots
 from gan.checkpoint import (
     BEST_NAME,
     CheckpointError,
@@ -294,19 +294,13 @@ def _store(cache: OrderedDict[Hashable, T], key: Hashable, value: T) -> T:
     return value
 
 
-SAMPLING_RETRY_AFTER_S = 1.0  # generating takes a fraction of a second to a few seconds
-
-
 @contextmanager
 def slot(client: str, settings: Settings) -> Iterator[None]:
-    """Hold one of the process's sampling slots while generating (see ``api.slots``). When the
-    last one is given back, the C heap's free memory goes back to the system: a burst of large
-    requests leaves glibc's arenas holding their peak (200 at n=1024 kept 1.5 GB, RELIABILITY.md)
-    unless trimmed."""
-    slots = slots_for(
-        "sample requests", settings.samplings_per_key, settings.max_samplings,
-        SAMPLING_RETRY_AFTER_S,
-    )  # fmt: skip
+    """Hold one of the process's sampling slots while generating (``api.slots``). When the
+    last one is given back, the C heap's free memory goes back to the system: else glibc's
+    arenas keep the peak of a burst of large requests (issue 15: 200 at n=1024 took the API
+    from 245 MB to 1.8 GB, never given back)."""
+    slots = sampling_slots(settings)
     give_back = slots.take(client)
     try:
         yield

@@ -14,7 +14,13 @@ from collections import Counter
 from collections.abc import Callable
 from functools import lru_cache
 
+from fastapi import HTTPException
+
 from api.errors import service_unavailable, too_many_requests
+from worker.settings import Settings
+
+SAMPLING_RETRY_AFTER_S = 1.0  # generating takes a fraction of a second to a few seconds
+STREAM_RETRY_AFTER_S = 5.0  # a stream lasts as long as its job: no use asking again at once
 
 
 class Slots:
@@ -31,6 +37,18 @@ class Slots:
         with self._lock:
             return self._held.total()
 
+    def refuse_if_full(self) -> None:
+        """A 503 when all ``total`` are held: a check that needs no key, so that a request
+        past the bound can be refused before it costs anything (the key's lookup)."""
+        with self._lock:
+            if self._held.total() >= self.total:
+                raise self._full()
+
+    def _full(self) -> HTTPException:
+        return service_unavailable(
+            f"the service has {self.total} {self.what} at once, its most", self.retry_after
+        )
+
     def take(self, key: str) -> Callable[[], None]:
         """Hold a slot for ``key``, or raise a 429 (this key holds ``per_key``) or a 503 (all
         ``total`` are held). Returns the function that gives it back; calling it again does
@@ -41,10 +59,7 @@ class Slots:
                     f"at most {self.per_key} {self.what} at once per API key", self.retry_after
                 )
             if self._held.total() >= self.total:
-                raise service_unavailable(
-                    f"the service has {self.total} {self.what} at once, its most",
-                    self.retry_after,
-                )
+                raise self._full()
             self._held[key] += 1
         given_back = threading.Event()
 
@@ -65,3 +80,18 @@ def slots_for(what: str, per_key: int, total: int, retry_after: float) -> Slots:
     """The process's ``Slots`` for ``what`` ("event streams", "sample requests") and these
     bounds, shared by all requests."""
     return Slots(what, per_key, total, retry_after)
+
+
+def sampling_slots(settings: Settings) -> Slots:
+    """Sample and interpolation requests generating at once."""
+    return slots_for(
+        "sample requests", settings.samplings_per_key, settings.max_samplings,
+        SAMPLING_RETRY_AFTER_S,
+    )  # fmt: skip
+
+
+def stream_slots(settings: Settings) -> Slots:
+    """Event streams open at once."""
+    return slots_for(
+        "event streams", settings.streams_per_key, settings.max_streams, STREAM_RETRY_AFTER_S
+    )

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -164,3 +165,42 @@ def sample_burst(url: str, jobs: dict[str, str], count: int, n: int) -> dict[str
     ``jobs`` (API key → a job of that key's) in turn: how many got each status ("+retry-after"
     when the answer had one)."""
     return dict(asyncio.run(_sample_burst(url, jobs, count, n)))
+
+
+class Probe(threading.Thread):
+    """Until stopped, GETs each of ``paths`` in turn (one at a time, as a monitor would), and
+    samples the resident memory of process ``pid`` every ``every`` seconds."""
+
+    def __init__(self, url: str, paths: Sequence[str], key: str, pid: int, every: float = 0.1):
+        super().__init__(daemon=True)
+        self.url, self.paths, self.key, self.pid, self.every = url, paths, key, pid, every
+        self.taken: dict[str, list[float]] = {path: [] for path in paths}
+        self.failed: Counter[str] = Counter()
+        self.peak_rss_mb = 0.0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(headers={"X-API-Key": self.key}, timeout=60) as client:
+            while not self._done.is_set():
+                for path in self.paths:
+                    started = time.perf_counter()
+                    try:
+                        ok = client.get(f"{self.url}{path}").status_code == 200
+                    except httpx.HTTPError as e:
+                        ok, self.failed[type(e).__name__] = False, self.failed[type(e).__name__] + 1
+                    if ok:
+                        self.taken[path].append(time.perf_counter() - started)
+                    else:
+                        self.failed[path] += 1
+                self.peak_rss_mb = max(self.peak_rss_mb, rss_mb(self.pid))
+                time.sleep(self.every)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop; the latencies of each path (ms), their count, and failures."""
+        self._done.set()
+        self.join()
+        out: dict[str, Any] = {}
+        for path, taken in self.taken.items():
+            name = "job" if path.startswith("/jobs/") else path.strip("/")
+            out[name] = {**percentiles(taken), "requests": len(taken)}
+        return {**out, "failed": dict(self.failed)}

@@ -67,8 +67,8 @@ class Settings(BaseSettings):
     # Sample and interpolation requests generating at once per API key (per client address when
     # open) and in all, per API process; past that, 429 or 503 with Retry-After. Generating is
     # CPU work: more at once than the cores only adds memory and latency.
-    samplings_per_key: int = Field(4, ge=1)
-    max_samplings: int = Field(8, ge=1)
+    samplings_per_key: int = Field(2, ge=1)
+    max_samplings: int = Field(4, ge=1)
     # API processes `gan serve` runs, sharing its port (sampling is CPU work: one per core
     # serves the most). Each keeps its own generator cache, rate limits and sampling histogram.
     api_processes: int = Field(1, ge=1)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import AUTH_RESPONSES, ClientKeyDep, JobDep, SettingsDep
 from api.eventfeed import feed_for
-from api.slots import slots_for
+from api.slots import stream_slots
 from worker.store import events, jobs
 from worker.store.db import get_engine
 from worker.store.models import JobEvent
@@ -23,7 +23,6 @@ from worker.store.states import FINAL_STATES
 router = APIRouter(prefix="/jobs", tags=["events"], responses=AUTH_RESPONSES)
 
 MAX_EVENT_ID = 2**63 - 1  # the largest id a database integer holds (SQLite, PostgreSQL bigint)
-RETRY_AFTER_S = 5.0  # when a client refused a stream (too many open) may try again
 KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing an idle stream
 
 
@@ -85,9 +84,7 @@ async def job_events(
     streams open at once (429 past that), the API process ``max_streams`` (503)."""
     start = last_event_id if last_event_id is not None else after or 0
     url, job_id = settings.database_url, job.id
-    give_back = slots_for(
-        "event streams", settings.streams_per_key, settings.max_streams, RETRY_AFTER_S
-    ).take(client)
+    give_back = stream_slots(settings).take(client)
 
     async def stream() -> AsyncIterator[str]:
         feed, sent = feed_for(url), start

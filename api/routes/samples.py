@@ -8,11 +8,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from api.deps import AUTH_RESPONSES, ClientKeyDep, JobDep, SettingsDep
 from api.errors import field_error
+from api.slots import sampling_slots
 from worker.settings import Settings
 from worker.store.models import Job
 
@@ -191,6 +192,16 @@ def check_label(job: Job, num_classes: int, label: int | str | None) -> None:
         )
 
 
+async def sampling_room(settings: SettingsDep) -> None:
+    """A 503 at once when the process generates its most samples already: first of the
+    routes' dependencies, and on the event loop, so that a burst of requests past the bound is
+    refused before it takes a thread or a job store connection (its key's and job's lookups)
+    from the requests that are served meanwhile."""
+    sampling_slots(settings).refuse_if_full()
+
+
+RoomDep = Annotated[None, Depends(sampling_room)]
+
 Render = Callable[["LoadedGenerator"], tuple[bytes, str, str]]  # → (body, media type, filename)
 
 
@@ -250,6 +261,7 @@ def respond(
     },
 )
 def get_samples(
+    _: RoomDep,
     job: JobDep,
     settings: SettingsDep,
     client: ClientKeyDep,
@@ -343,6 +355,7 @@ def get_samples(
     },
 )
 def get_interpolation(
+    _: RoomDep,
     job: JobDep,
     settings: SettingsDep,
     client: ClientKeyDep,
