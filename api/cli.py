@@ -50,20 +50,16 @@ def access(host: str) -> str:
     return "open: no API keys configured, so anyone on this machine can use it (localhost only)"
 
 
-# Seconds an idle keep-alive connection stays open. uvicorn's 5 s counts from when a response is
-# handed to the socket, so under load (a busy event loop, a full send buffer) a client's next
-# request on the connection could meet the close: the 64-client sampling load saw a few such
-# resets a minute (RELIABILITY.md). 75 s is what common proxies keep (nginx, load balancers).
-KEEP_ALIVE_S = 75
-
-
 def serve(host: str, port: int, with_worker: bool, processes: int = 1) -> None:
     """Run the API (in this process, or ``processes`` processes sharing the port) and, unless
     told not to, one worker beside it."""
     import uvicorn
 
+    from api.server import allow_open_files, uvicorn_options
+
     settings = get_settings()
     guard = access(host)
+    allow_open_files(settings.max_connections)  # before the processes start: they inherit it
     print(
         f"GAN service on http://{host}:{port} (dashboard at /, API docs at /docs)\n"
         f"  job store  {settings.database_url}\n"
@@ -85,7 +81,7 @@ def serve(host: str, port: int, with_worker: bool, processes: int = 1) -> None:
             port=port,
             log_config=None,
             workers=processes,
-            timeout_keep_alive=KEEP_ALIVE_S,
+            **uvicorn_options(settings),
         )
     except KeyboardInterrupt:  # Ctrl-C: uvicorn re-raises SIGINT the same way
         pass

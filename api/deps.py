@@ -80,9 +80,15 @@ def get_owner(
     """Who is asking: the owner id of the request's API key (settings ``api_keys`` or
     ``gan keys create``), or "" when no key is configured and the service runs open.
 
-    A client address that sent ``bad_keys_per_minute`` unknown keys gets 429s, before any key
-    of its is looked at, until its budget refills (one more try every 60 / bad_keys_per_minute
-    seconds): keys cannot be guessed faster than that."""
+    The key is looked up first, and only unknown keys count against the client address's
+    budget of ``bad_keys_per_minute``: a valid key always works, even from an address that has
+    spent its budget (tenants behind one NAT or proxy with a guesser), while past the budget
+    every unknown key gets a 429 instead of a 401 until it refills (one more every 60 /
+    bad_keys_per_minute seconds). Refusing before the lookup would not slow guessing any more
+    than this (a 429 tells an unknown key as well as a 401 does; keys are 256-bit secrets) but
+    would lock out every tenant behind the guesser's address. The address is the socket's
+    peer, or what a trusted proxy (``trusted_proxies``) says it is, never a header of anyone
+    else's."""
     owner = _owner(request, settings, session, bearer.credentials if bearer else header)
     session.commit()  # the key lookups' transaction ends: the connection goes back to the pool
     return owner
@@ -93,9 +99,6 @@ def _owner(request: Request, settings: Settings, session: Session, presented: st
     configured = {keys.hash_key(key) for key in settings.api_keys}
     if not configured and not keys.has_stored_keys(session):
         return ""
-    client = request.client.host if request.client is not None else "unknown"
-    guesses = limiter_for(settings.bad_keys_per_minute, "bad-keys")
-    refuse_guessers(guesses.wait(client), client, settings)
     challenge = {"WWW-Authenticate": "Bearer"}
     if not presented:
         raise HTTPException(
@@ -107,13 +110,20 @@ def _owner(request: Request, settings: Settings, session: Session, presented: st
     owner = keys.key_owner(key_hash) if key_hash in configured else None
     owner = owner or keys.stored_key_owner(session, key_hash)
     if owner is None:
-        guesses.take(client)
+        client = client_address(request)
+        guesses = limiter_for(settings.bad_keys_per_minute, "bad-keys")
+        refuse_guessers(guesses.take(client), client, settings)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key", headers=challenge)
     return owner
 
 
+def client_address(request: Request) -> str:
+    """The client's address: the socket's peer, or the one a trusted proxy forwarded."""
+    return request.client.host if request.client is not None else "unknown"
+
+
 def refuse_guessers(wait: float, client: str, settings: Settings) -> None:
-    """429 when ``client`` must wait ``wait`` seconds before its next key is looked at."""
+    """429 when ``client`` must wait ``wait`` seconds before its next unknown key is answered."""
     if wait > 0:
         raise too_many_requests(
             f"too many unknown API keys from {client} (at most {settings.bad_keys_per_minute} "
@@ -129,7 +139,8 @@ AUTH_RESPONSES: dict[int | str, dict[str, object]] = {
     401: {"description": "An API key is needed, or the one sent is unknown."},
     429: {
         "description": "Too many unknown API keys from this client address (or, creating or "
-        "resuming a job, too many jobs a minute for this key); see Retry-After."
+        "resuming a job, too many jobs a minute for this key; streaming events or sampling, "
+        "too many at once for this key); see Retry-After."
     },
 }
 STORE_DOWN = (
@@ -155,6 +166,15 @@ def rate_limited_owner(owner: OwnerDep, settings: SettingsDep) -> str:
 
 
 RateLimitedOwnerDep = Annotated[str, Depends(rate_limited_owner)]
+
+
+def get_client_key(request: Request, owner: OwnerDep) -> str:
+    """Whom a per-client bound counts for: the owner of the request's API key, or, when the
+    service runs open (no keys), the client's address."""
+    return f"key:{owner}" if owner else f"address:{client_address(request)}"
+
+
+ClientKeyDep = Annotated[str, Depends(get_client_key)]
 
 
 def get_owned_job(

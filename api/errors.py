@@ -3,7 +3,8 @@ that cannot be reached is a 503 to retry, never a 500.
 
 One helper per kind of error body the routes build themselves: ``field_error`` (a problem with
 one field, shaped like FastAPI's own validation errors), ``too_many_requests`` (a 429 with
-its Retry-After) and ``unavailable`` (a 503 with its Retry-After)."""
+its Retry-After: the client asks too much) and ``unavailable`` (a 503 with its Retry-After:
+the service is short of something, or its job store is unreachable)."""
 
 from __future__ import annotations
 

@@ -27,11 +27,16 @@ POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 @contextmanager
 def own_service(
-    data_dir: Path, postgres: str, workers: int, threads: int = 1, keep: bool = False
+    data_dir: Path,
+    postgres: str,
+    workers: int,
+    threads: int = 1,
+    keep: bool = False,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[Service]:
     """API and ``workers`` workers (``threads`` CPU threads each) in a temporary folder, on a
-    Redis of their own and a fresh PostgreSQL schema; all removed afterwards (but the folder,
-    with the processes' logs, when ``keep``)."""
+    Redis of their own and a fresh PostgreSQL schema, with ``settings`` (GAN_* variables) on
+    top; all removed afterwards (but the folder, with the processes' logs, when ``keep``)."""
     folder = Path(tempfile.mkdtemp(prefix="bench-load-"))
     broker = RedisServer(folder)
     try:
@@ -47,6 +52,7 @@ def own_service(
                 # pools spin against each other (60 tiny jobs on 2 workers and 2 cores: 133 s
                 # with torch's default threads, 6.5 s with one each; RELIABILITY.md).
                 "OMP_NUM_THREADS": str(threads),
+                **(settings or {}),
             }
             service = Service(folder, env)
             try:

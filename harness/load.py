@@ -1,7 +1,7 @@
 """Load on a running service, measured at the client (httpx, asyncio; percentiles nearest-rank):
 the scenarios of ``python -m bench.load`` (full size) and tests/reliability/test_load.py (the
 size CI can afford). Every job must be accounted for and trained exactly once; sampling must
-answer every request.
+answer every request (or ask the client to come back).
 
 Scenario ``jobs``: ``count`` tiny jobs (the 8-Gaussian ring, 5 steps, no evaluation) are
 POSTed ``concurrency`` at a time, each with an Idempotency-Key of its own, sent again with it
@@ -13,8 +13,9 @@ frees their files.
 
 Scenario ``sampling``: a finished job's samples (n=16, a new seed per request, so that every
 answer is generated, none a 304) are requested by ``clients`` closed-loop clients for
-``seconds`` while another job trains on the workers. Any answer but a 200, and any transport
-error, is an error.
+``seconds`` while another job trains on the workers. A 429 or 503 with Retry-After (the
+service's bound on concurrent sampling) is waited out and counted as refused; any other answer
+but a 200, and any transport error, is an error.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Timed:
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
+    refused: int = 0  # 429s and 503s with a Retry-After: a bound of the service, waited out
 
 
 async def submit_jobs(url: str, count: int, concurrency: int, spec: dict[str, Any]) -> tuple[
@@ -206,7 +208,9 @@ def jobs_scenario(url: str, count: int, concurrency: int, timeout: float) -> dic
 
 async def sample(url: str, job_id: str, clients: int, seconds: float, n: int = 16) -> Timed:
     """``clients`` closed-loop clients GET the job's samples, each with a new seed every time,
-    for ``seconds``."""
+    for ``seconds``. A client refused by the service's bound on concurrent sampling (429 or 503
+    with Retry-After) waits as long as it is told, as a careful client does: counted as
+    ``refused``, not as an error."""
     timed, seeds = Timed(), itertools.count(1_000_000)
     deadline = time.perf_counter() + seconds
 
@@ -219,6 +223,11 @@ async def sample(url: str, job_id: str, clients: int, seconds: float, n: int = 1
                 )
             except httpx.HTTPError as e:
                 timed.errors[type(e).__name__] += 1
+                continue
+            retry_after = response.headers.get("retry-after")
+            if response.status_code in (429, 503) and retry_after is not None:
+                timed.refused += 1  # past the service's bound on sampling: wait as it asks
+                await asyncio.sleep(float(retry_after))
                 continue
             timed.latencies.append(time.perf_counter() - start)
             timed.statuses[response.status_code] += 1
@@ -244,8 +253,10 @@ def sampling_scenario(service: Service, clients: int, seconds: float) -> dict[st
     timed = asyncio.run(sample(service.url, source, clients, seconds))
     trained = service.job(trainer)
     httpx.post(f"{service.url}/jobs/{trainer}/cancel", timeout=30)
-    total = sum(timed.statuses.values()) + sum(
-        v for k, v in timed.errors.items() if not k.startswith("HTTP")
+    total = (
+        sum(timed.statuses.values())
+        + sum(v for k, v in timed.errors.items() if not k.startswith("HTTP"))
+        + timed.refused
     )
     return {
         "scenario": "sampling",
@@ -253,6 +264,7 @@ def sampling_scenario(service: Service, clients: int, seconds: float) -> dict[st
         "seconds": seconds,
         "requests": total,
         "requests_per_s": round(total / seconds, 1),
+        "refused": timed.refused,
         "errors": sum(timed.errors.values()),
         "error_kinds": dict(timed.errors),
         **{k: round(v, 1) for k, v in percentiles(timed.latencies).items()},

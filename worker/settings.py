@@ -49,6 +49,26 @@ class Settings(BaseSettings):
     # Unknown API keys one client address may send a minute; past that it gets 429s (before its
     # keys are even looked at) until its budget refills: keys cannot be guessed quickly.
     bad_keys_per_minute: int = Field(10, ge=1)
+    # Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (a
+    # JSON list or comma-separated; IPs or networks, "*" for any). None by default: the client
+    # address is the socket's peer, so no client can pick the address its requests count for.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    # Seconds a connection may take to send a whole request head (on a new connection, or
+    # after the previous response): one that sends nothing, or its headers slowly, is closed.
+    header_timeout_s: float = Field(10.0, gt=0)
+    # Open connections an API process keeps at most; past that, new ones are closed at once,
+    # so idle sockets cannot exhaust the process's file descriptors.
+    max_connections: int = Field(2000, ge=1)
+    # Event streams (GET /jobs/{id}/events) open at once per API key (per client address when
+    # the service runs open) and in all, per API process; past that, 429 or 503 with
+    # Retry-After.
+    streams_per_key: int = Field(100, ge=1)
+    max_streams: int = Field(1000, ge=1)
+    # Sample and interpolation requests generating at once per API key (per client address when
+    # open) and in all, per API process; past that, 429 or 503 with Retry-After. Generating is
+    # CPU work: more at once than the cores only adds memory and latency.
+    samplings_per_key: int = Field(2, ge=1)
+    max_samplings: int = Field(4, ge=1)
     # API processes `gan serve` runs, sharing its port (sampling is CPU work: one per core
     # serves the most). Each keeps its own generator cache, rate limits and sampling histogram.
     api_processes: int = Field(1, ge=1)
@@ -65,7 +85,7 @@ class Settings(BaseSettings):
     # <artifacts_dir>/jobs/<id>/tensorboard/; needs the `tensorboard` extra.
     tensorboard: bool = False
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "trusted_proxies", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -12,8 +13,10 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from api.deps import AUTH_RESPONSES, STORE_RESPONSES, JobDep, SettingsDep
+from api.deps import AUTH_RESPONSES, STORE_RESPONSES, ClientKeyDep, JobDep, SettingsDep
 from api.errors import STORE_ERRORS, STORE_RETRY_S
+from api.eventfeed import feed_for
+from api.slots import stream_slots
 from worker.store import events, jobs
 from worker.store.db import get_engine
 from worker.store.models import JobEvent
@@ -23,7 +26,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["events"], responses={**AUTH_RESPONSES, **STORE_RESPONSES})
 
 MAX_EVENT_ID = 2**63 - 1  # the largest id a database integer holds (SQLite, PostgreSQL bigint)
-POLL_S = 0.5  # how often the stream looks for new events in the job store
 KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing an idle stream
 
 
@@ -52,12 +54,14 @@ def _read(url: str, job_id: str, after: int) -> tuple[list[JobEvent], str | None
             "content": {"text/event-stream": {}},
         },
         404: {"description": "No such job."},
+        503: {"description": "The API process has its most event streams open; see Retry-After."},
     },
 )
 async def job_events(
     job: JobDep,
     request: Request,
     settings: SettingsDep,
+    client: ClientKeyDep,
     last_event_id: Annotated[
         int | None,
         Header(
@@ -81,41 +85,47 @@ async def job_events(
     it. The stream closes once the job has finished (succeeded, failed, cancelled) and its last
     event is sent, or when the job is deleted. While the job store is unreachable the stream
     stays open (a comment line every few seconds says so) and goes on where it was once the
-    store is back."""
+    store is back. An API key has at most ``streams_per_key`` streams open at once (429 past
+    that), the API process ``max_streams`` (503)."""
     start = last_event_id if last_event_id is not None else after or 0
     url, job_id = settings.database_url, job.id
+    give_back = stream_slots(settings).take(client)
 
     async def stream() -> AsyncIterator[str]:
-        sent, idle, store_down = start, 0.0, False
-        yield "retry: 2000\n\n"
-        while True:
-            try:
-                events, state = await anyio.to_thread.run_sync(_read, url, job_id, sent)
-            except STORE_ERRORS as e:  # not the stream's failure: it waits for the store
-                if not store_down:
-                    log.warning("events of %s: the job store is unreachable: %s", job_id, e)
-                store_down = True
-                yield ": the job store is unreachable; retrying\n\n"  # a keepalive too
-                if await request.is_disconnected():
-                    return
-                await anyio.sleep(STORE_RETRY_S)
-                continue
-            store_down = False
-            for event in events:
-                yield _sse(event)
-                sent = event.id
-            if state is None or (state in FINAL_STATES and not events):
-                return
-            if events:
-                idle = 0.0
-                continue  # there may be more than one read's worth
-            if await request.is_disconnected():
-                return
-            await anyio.sleep(POLL_S)
-            idle += POLL_S
-            if idle >= KEEPALIVE_S:
-                idle = 0.0
-                yield ": keepalive\n\n"
+        feed, sent, store_down = feed_for(url), start, False
+        try:
+            yield "retry: 2000\n\n"
+            with feed.watching(job_id):
+                while True:
+                    try:
+                        found, state = await anyio.to_thread.run_sync(
+                            _read, url, job_id, sent, limiter=feed.readers
+                        )
+                    except STORE_ERRORS as e:  # not the stream's failure: it waits for the store
+                        if not store_down:
+                            log.warning("events of %s: the job store is unreachable: %s", job_id, e)
+                        store_down = True
+                        yield ": the job store is unreachable; retrying\n\n"  # a keepalive too
+                        if await request.is_disconnected():
+                            return
+                        await anyio.sleep(STORE_RETRY_S)
+                        continue
+                    store_down = False
+                    for event in found:
+                        yield _sse(event)
+                        sent = event.id
+                    if state is None or (state in FINAL_STATES and not found):
+                        return
+                    if found:
+                        continue  # there may be more than one read's worth
+                    if not await feed.changed(job_id, sent, state, within=KEEPALIVE_S):
+                        yield ": keepalive\n\n"
+                    if await request.is_disconnected():
+                        return
+        finally:
+            give_back()
 
+    body = stream()
+    weakref.finalize(body, give_back)  # also when the stream never starts (the client left)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)

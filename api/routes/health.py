@@ -36,8 +36,10 @@ class ReadyOut(BaseModel):
 
 
 @router.get("/livez", response_model=LiveOut)
-def livez() -> LiveOut:
+async def livez() -> LiveOut:
     """The API process is up. Checks nothing else: for a liveness probe."""
+    # async: answered on the event loop, never queued behind the thread pool's routes (a burst
+    # of requests waiting for the job store or for sampling must not make the API look dead).
     return LiveOut()
 
 

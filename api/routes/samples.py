@@ -8,11 +8,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from api.deps import AUTH_RESPONSES, STORE_DOWN, STORE_RESPONSES, JobDep, SettingsDep
+from api.deps import AUTH_RESPONSES, STORE_DOWN, STORE_RESPONSES, ClientKeyDep, JobDep, SettingsDep
 from api.errors import field_error
+from api.slots import sampling_slots
 from worker.settings import Settings
 from worker.store.models import Job
 
@@ -130,7 +131,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     422: {"description": "A parameter is out of range, or does not fit the job's model (label)."},
     503: {
-        "description": "Training replaced the checkpoint while it was read, again and again. "
+        "description": "Training replaced the checkpoint while it was read, again and again; "
+        "or the API process is generating its most samples at once (see Retry-After). "
         f"Or: {STORE_DOWN}"
     },
 }
@@ -193,12 +195,23 @@ def check_label(job: Job, num_classes: int, label: int | str | None) -> None:
         )
 
 
+async def sampling_room(settings: SettingsDep) -> None:
+    """A 503 at once when the process generates its most samples already: first of the
+    routes' dependencies, and on the event loop, so that a burst of requests past the bound is
+    refused before it takes a thread or a job store connection (its key's and job's lookups)
+    from the requests that are served meanwhile."""
+    sampling_slots(settings).refuse_if_full()
+
+
+RoomDep = Annotated[None, Depends(sampling_room)]
+
 Render = Callable[["LoadedGenerator"], tuple[bytes, str, str]]  # → (body, media type, filename)
 
 
 def respond(
     job: Job,
     settings: Settings,
+    client: str,
     checkpoint: str | None,
     ema: bool,
     if_none_match: str | None,
@@ -206,7 +219,9 @@ def respond(
     render: Render,
 ) -> Response:
     """The response ``render`` makes from the generator of the named checkpoint, with its ETag,
-    or a 304 when ``if_none_match`` has that ETag (without loading or generating anything)."""
+    or a 304 when ``if_none_match`` has that ETag (without loading or generating anything).
+    Rendering holds one of the sampling slots (``samplings_per_key`` for ``client``,
+    ``max_samplings`` in all): past them, a 429 or 503; a cached rendering needs none."""
     from api import sampling
 
     def attempt() -> Response:
@@ -217,8 +232,9 @@ def respond(
             return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=cache)
 
         def make() -> tuple[bytes, tuple[str, dict[str, str]]]:
-            loaded = sampling.load(found, ema)
-            body, media_type, filename = render(loaded)
+            with sampling.slot(client, settings):
+                loaded = sampling.load(found, ema)
+                body, media_type, filename = render(loaded)
             return body, (media_type, {
                 "X-Checkpoint-Step": str(loaded.step),
                 "X-Checkpoint": found.kind,
@@ -248,8 +264,10 @@ def respond(
     },
 )
 def get_samples(
+    _: RoomDep,
     job: JobDep,
     settings: SettingsDep,
+    client: ClientKeyDep,
     n: Annotated[
         int,
         Query(
@@ -322,7 +340,7 @@ def get_samples(
             return npy_bytes(samples), NPY_MEDIA_TYPE, filename
         return preview_png(samples, per_row), "image/png", filename
 
-    return respond(job, settings, checkpoint, ema, if_none_match, parameters, render)
+    return respond(job, settings, client, checkpoint, ema, if_none_match, parameters, render)
 
 
 @router.get(
@@ -340,8 +358,10 @@ def get_samples(
     },
 )
 def get_interpolation(
+    _: RoomDep,
     job: JobDep,
     settings: SettingsDep,
+    client: ClientKeyDep,
     seed_from: Annotated[
         int, Query(ge=0, le=2**31 - 1, description="Noise seed of the first column.")
     ] = 0,
@@ -402,4 +422,4 @@ def get_interpolation(
         flat = walks.reshape(rows * steps, *walks.shape[2:])
         return preview_png(flat, steps), "image/png", filename
 
-    return respond(job, settings, checkpoint, ema, if_none_match, parameters, render)
+    return respond(job, settings, client, checkpoint, ema, if_none_match, parameters, render)

@@ -8,6 +8,8 @@ checkpoint events by ``series.record_progress``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -34,3 +36,15 @@ def events_after(session: Session, job_id: str, after: int, limit: int = 500) ->
 
 def last_event_id(session: Session, job_id: str) -> int:
     return session.scalar(select(func.max(JobEvent.id)).where(JobEvent.job_id == job_id)) or 0
+
+
+def newest(session: Session, job_ids: Collection[str]) -> dict[str, tuple[str, int]]:
+    """(state, newest event id or 0) of each of the jobs that exists, in one query: what an
+    event stream needs to know whether it has anything new to read."""
+    query = (
+        select(Job.id, Job.state, func.max(JobEvent.id))
+        .outerjoin(JobEvent, JobEvent.job_id == Job.id)
+        .where(Job.id.in_(job_ids))
+        .group_by(Job.id, Job.state)
+    )
+    return {job_id: (state, last or 0) for job_id, state, last in session.execute(query)}

@@ -1,0 +1,97 @@
+"""Bounds on how many requests of a kind run at once, per key and in all, in this API process.
+
+Event streams and sample generation hold something for as long as they run (a connection and a
+place in the job store's polling; CPU and memory), so a rate (``api.ratelimit``) does not bound
+them: a client could open streams slowly and keep them all. A ``Slots`` counts those running:
+past ``per_key`` for one key the next is a 429 (that client asks too much), past ``total`` a
+503 (the service is full); either says when to retry.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from functools import lru_cache
+
+from fastapi import HTTPException
+
+from api.errors import too_many_requests, unavailable
+from worker.settings import Settings
+
+SAMPLING_RETRY_AFTER_S = 1.0  # generating takes a fraction of a second to a few seconds
+STREAM_RETRY_AFTER_S = 5.0  # a stream lasts as long as its job: no use asking again at once
+
+
+class Slots:
+    """At most ``per_key`` held at once per key and ``total`` in all. Thread-safe: sync routes
+    run in threads, streams in the event loop."""
+
+    def __init__(self, what: str, per_key: int, total: int, retry_after: float) -> None:
+        self.what, self.per_key, self.total, self.retry_after = what, per_key, total, retry_after
+        self._held: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    @property
+    def in_use(self) -> int:
+        with self._lock:
+            return self._held.total()
+
+    def refuse_if_full(self) -> None:
+        """A 503 when all ``total`` are held: a check that needs no key, so that a request
+        past the bound can be refused before it costs anything (the key's lookup)."""
+        with self._lock:
+            if self._held.total() >= self.total:
+                raise self._full()
+
+    def _full(self) -> HTTPException:
+        return unavailable(
+            f"the service has {self.total} {self.what} at once, its most", self.retry_after
+        )
+
+    def take(self, key: str) -> Callable[[], None]:
+        """Hold a slot for ``key``, or raise a 429 (this key holds ``per_key``) or a 503 (all
+        ``total`` are held). Returns the function that gives it back; calling it again does
+        nothing, so a stream may give it back both when it ends and when it is collected."""
+        with self._lock:
+            if self._held[key] >= self.per_key:
+                raise too_many_requests(
+                    f"at most {self.per_key} {self.what} at once per API key", self.retry_after
+                )
+            if self._held.total() >= self.total:
+                raise self._full()
+            self._held[key] += 1
+        given_back = threading.Event()
+
+        def give_back() -> None:
+            with self._lock:
+                if given_back.is_set():
+                    return
+                given_back.set()
+                self._held[key] -= 1
+                if self._held[key] <= 0:
+                    del self._held[key]
+
+        return give_back
+
+
+@lru_cache
+def slots_for(what: str, per_key: int, total: int, retry_after: float) -> Slots:
+    """The process's ``Slots`` for ``what`` ("event streams", "sample requests") and these
+    bounds, shared by all requests."""
+    return Slots(what, per_key, total, retry_after)
+
+
+def sampling_slots(settings: Settings) -> Slots:
+    """Sample and interpolation requests generating at once."""
+    return slots_for(
+        "sample requests", settings.samplings_per_key, settings.max_samplings,
+        SAMPLING_RETRY_AFTER_S,
+    )  # fmt: skip
+
+
+def stream_slots(settings: Settings) -> Slots:
+    """Event streams open at once."""
+    return slots_for(
+        "event streams", settings.streams_per_key, settings.max_streams, STREAM_RETRY_AFTER_S
+    )
