@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile, status
 from pydantic import BaseModel, BeforeValidator, Field
 
-from api.deps import AUTH_RESPONSES, STORE_RESPONSES, OwnerDep, SettingsDep
+from api.deps import AUTH_RESPONSES, STORE_DOWN, STORE_RESPONSES, OwnerDep, SettingsDep
 from api.errors import field_error
 from gan.config import DATASETS, UPLOAD_ID
 
@@ -106,7 +106,9 @@ def _int(value: Any) -> Any:
         403: {"description": "A browser page of another origin sent the upload."},
         413: {"description": "The archive, its contents or an image exceeds a size limit."},
         422: {"description": "The archive is invalid; the message names the problem."},
-        503: {"description": "The server could not store it; the message says why."},
+        503: {
+            "description": f"The server could not store it; the message says why. Or: {STORE_DOWN}"
+        },
         507: {"description": "The server's disk is full; nothing was kept."},
     },
 )

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from api.deps import AUTH_RESPONSES, STORE_RESPONSES, ClientKeyDep, JobDep, SettingsDep
+from api.deps import AUTH_RESPONSES, STORE_DOWN, STORE_RESPONSES, ClientKeyDep, JobDep, SettingsDep
 from api.errors import STORE_ERRORS, STORE_RETRY_S
 from api.eventfeed import feed_for
 from api.slots import stream_slots
@@ -54,7 +54,10 @@ def _read(url: str, job_id: str, after: int) -> tuple[list[JobEvent], str | None
             "content": {"text/event-stream": {}},
         },
         404: {"description": "No such job."},
-        503: {"description": "The API process has its most event streams open; see Retry-After."},
+        503: {
+            "description": "The API process has its most event streams open; see Retry-After. "
+            f"Or: {STORE_DOWN}"
+        },
     },
 )
 async def job_events(
