@@ -75,8 +75,10 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
     args = parser.parse_args()
 
-    def queued(service: Service, postgres: PostgresServer, _: RedisServer) -> dict[str, Any]:
-        return queued_through_postgres_outage(service, postgres, jobs=args.jobs, down_s=args.down)
+    def queued(service: Service, postgres: PostgresServer, redis: RedisServer) -> dict[str, Any]:
+        return queued_through_postgres_outage(
+            service, postgres, redis, jobs=args.jobs, down_s=args.down
+        )
 
     def training(service: Service, postgres: PostgresServer, _: RedisServer) -> dict[str, Any]:
         service.start("worker")  # the default lease: 60 s, longer than the outage

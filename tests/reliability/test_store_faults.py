@@ -69,12 +69,19 @@ def outage_service(
 
 
 def test_jobs_queued_while_postgres_is_down_all_run_after(
-    outage_service: Service, own_postgres: PostgresServer, figures: dict[str, Any]
+    outage_service: Service,
+    own_postgres: PostgresServer,
+    persistent_redis: RedisServer,
+    figures: dict[str, Any],
 ) -> None:
     """harness.outage.queued_through_postgres_outage: six jobs, PostgreSQL down 10 s; the
     worker backs off (1, 2, 4, 8 s … per job) rather than spinning through its queue."""
     outage_service.serve("--no-worker")
-    figures.update(queued_through_postgres_outage(outage_service, own_postgres, jobs=6, down_s=10))
+    figures.update(
+        queued_through_postgres_outage(
+            outage_service, own_postgres, persistent_redis, jobs=6, down_s=10
+        )
+    )
     assert 6 <= figures["claims_failed"] <= 6 * 8
 
 
