@@ -46,6 +46,7 @@ class Feed:
         self._watched: Counter[str] = Counter()
         self._newest: dict[str, tuple[str, int]] = {}
         self._polled = asyncio.Event()  # set, and replaced by a new one, after each poll
+        self._failed = False  # the last poll could not read the store
         self._task: asyncio.Task[None] | None = None
 
     @contextmanager
@@ -63,11 +64,14 @@ class Feed:
 
     async def changed(self, job_id: str, sent: int, state: str, within: float) -> bool:
         """Wait, at most ``within`` seconds, until the job has an event after ``sent``, a
-        state other than ``state``, or is gone: True then, False when the time ran out."""
+        state other than ``state``, or is gone: True then, False when the time ran out. True
+        too when the store could not be read: the stream's own read then says what is wrong."""
         with anyio.move_on_after(within):
             while True:
                 polled = self._polled
                 await polled.wait()
+                if self._failed:
+                    return True
                 newest = self._newest.get(job_id)
                 if newest is None or newest[0] != state or newest[1] > sent:
                     return True
@@ -82,11 +86,13 @@ class Feed:
                     _newest, self.url, list(self._watched), limiter=self.readers
                 )
             except Exception as e:
-                log.warning("event streams cannot poll the job store: %s", e)
+                if not self._failed:
+                    log.warning("event streams cannot poll the job store: %s", e)
+                self._failed = True
             else:
-                self._newest = found
-                polled, self._polled = self._polled, asyncio.Event()
-                polled.set()
+                self._newest, self._failed = found, False
+            polled, self._polled = self._polled, asyncio.Event()
+            polled.set()
             await asyncio.sleep(POLL_S)
 
 

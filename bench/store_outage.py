@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from harness.postgres_b import PostgresServer
+from harness.postgres import PostgresServer
 from harness.services import RedisServer, Service
 from harness.store_outage import outage_scenario
 

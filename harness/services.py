@@ -135,10 +135,12 @@ def events_of(
 
 class RedisServer:
     """A ``redis-server`` of the test's own, without persistence (as the machine's own runs), on
-    a free port: ``stop`` and ``start`` again is a restart that loses every message."""
+    a free port: ``stop`` and ``start`` again is a restart that loses every message. A
+    ``persistent`` one keeps its data across a restart (in an append-only file), as a production
+    Redis set up for it does."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, free_port()
+    def __init__(self, folder: Path, *, persistent: bool = False) -> None:
+        self.folder, self.port, self.persistent = folder, free_port(), persistent
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -146,9 +148,10 @@ class RedisServer:
     def start(self) -> None:
         self.starts += 1
         log = open(self.folder / f"redis-{self.starts}.log", "wb")  # noqa: SIM115
+        appendonly = ["yes", "--appendfsync", "always"] if self.persistent else ["no"]
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
+             "--appendonly", *appendonly, "--dir", str(self.folder)],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         wait_for(self.answers, 10, "redis-server to answer")
@@ -160,7 +163,7 @@ class RedisServer:
             return False
 
     def stop(self) -> None:
-        """Shut it down without saving anything: whatever it held is gone."""
+        """Shut it down: without persistence, whatever it held is gone."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()  # SIGTERM: redis-server exits; with --save "" it saves nothing
             self.process.wait(timeout=10)

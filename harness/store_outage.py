@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from harness.postgres_b import PostgresServer
+from harness.postgres import PostgresServer
 from harness.services import Service
 
 TINY_JOB = {"dataset": "ring8", "max_steps": 5, "checkpoint_every": 5, "eval_every": 0}

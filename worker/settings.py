@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     lease_s: float = Field(60.0, gt=0)
     # Seconds between the reconciler's passes over lost workers' jobs and a broker's lost data.
     reconcile_every_s: float = Field(15.0, gt=0)
+    # Seconds a queued job may go without a message waiting in the broker's queue before the
+    # reconciler sends it one again (one may be on its way, or held by a worker that retries it
+    # until the store is back). Bounds how long a job whose message was lost stays queued.
+    resend_after_s: float = Field(60.0, gt=0)
+    # Seconds a worker keeps trying to record a job's end while the job store is unreachable
+    # (its progress reports wait meanwhile, and training goes on); past that it gives up and the
+    # job goes back to the queue once its lease expires.
+    store_retry_s: float = Field(300.0, gt=0)
     # Times a job's worker may be lost (killed, out of memory) before the job fails instead of
     # being requeued: a job that kills its worker must not kill every worker in turn.
     max_lost: int = Field(3, ge=0)

@@ -15,9 +15,10 @@ import shutil
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from celery import Task
@@ -38,7 +39,7 @@ from worker.celery_app import TRAIN_TASK, app
 from worker.logs import job_context
 from worker.settings import Settings, get_settings
 from worker.store import jobs, leases, series
-from worker.store.db import session_scope
+from worker.store.db import UNAVAILABLE, session_scope
 from worker.store.models import Job
 from worker.store.states import CANCELLING, LEASED_STATES, RUNNING
 
@@ -56,6 +57,16 @@ ENFORCE_PREFIX = re.compile(r"^\[enforce fail at [^\]]*\][^.]*\.\s*")  # c10's, 
 
 # Seconds before a task retries a job that was resumed while its previous worker still stops.
 WAIT_RETRY_S = 5.0
+# Most seconds before a task retries a claim that failed on an unreachable store (it waits 1, 2,
+# 4, … seconds, up to this): the message goes back to the broker instead of being consumed.
+CLAIM_RETRY_MAX_S = 30.0
+# Seconds between tries to reach an unreachable store (lease renewals, recording a job's end).
+STORE_RETRY_EVERY_S = 1.0
+# Progress reports kept while the store is unreachable, recorded in order once it is back; past
+# this many the oldest leave the time series (the newest report is always kept).
+MAX_UNWRITTEN_REPORTS = 10_000
+
+T = TypeVar("T")
 
 # Set when the worker is asked to shut down (SIGTERM, Ctrl-C): the running job checkpoints at its
 # next progress report and goes back on the queue, instead of holding the shutdown for hours.
@@ -76,22 +87,39 @@ def worker_id() -> str:
 def train_job(self: Task, job_id: str) -> None:
     if _shutting_down.is_set():  # fetched during shutdown: leave it for the next worker
         raise Reject("worker shutting down", requeue=True)
-    if run_job(job_id, get_settings()) == "wait":
+    outcome = run_job(job_id, get_settings())
+    if outcome == "wait":
         raise self.retry(countdown=WAIT_RETRY_S)
+    if outcome == "unavailable":  # re-sent to the broker, later: the message is not consumed
+        raise self.retry(countdown=claim_retry_s(self.request.retries))
+
+
+def claim_retry_s(retries: int) -> float:
+    """Seconds before the next try of a claim that has failed ``retries`` times: 1, 2, 4, …, at
+    most ``CLAIM_RETRY_MAX_S``, so that a worker does not spin through its queue while the store
+    is down."""
+    return min(CLAIM_RETRY_MAX_S, 2.0 ** min(retries, 16))
 
 
 class Lease:
-    """The lease of a job this worker trains: renewed from a thread every third of its length,
-    and by every write (``write``). ``lost`` is set once it is no longer ours: the job was
-    deleted, or another worker took it after presuming this one dead."""
+    """The lease of a job this worker trains: renewed from a thread every third of its length
+    (every second while the store is unreachable), and by every write (``write``). ``lost`` is
+    set once it is no longer ours: the job was deleted, or another worker took it after
+    presuming this one dead.
+
+    The store may be unreachable for a while (PostgreSQL restarting): progress reports then
+    wait in memory (``report``) and go in, in order, with the next write that succeeds, and
+    ``until_stored`` retries what must be recorded (the job's end) until the store is back.
+    """
 
     def __init__(self, settings: Settings, job_id: str, token: int) -> None:
         self.url, self.job_id, self.token = settings.database_url, job_id, token
-        self.lease_s = settings.lease_s
+        self.lease_s, self.store_retry_s = settings.lease_s, settings.store_retry_s
         self.lost = threading.Event()
         # When this worker last tried to renew, and whether it has been paused (stopped, or
         # starved) for longer than a lease since it last renewed: see ``may_write``.
         self._tried_at, self._paused = time.monotonic(), False
+        self._unwritten: deque[Progress] = deque(maxlen=MAX_UNWRITTEN_REPORTS)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
 
@@ -104,12 +132,19 @@ class Lease:
         self._thread.join()
 
     def _beat(self) -> None:
-        while not self._done.wait(self.lease_s / 3):
+        every = self.lease_s / 3
+        wait = every
+        while not self._done.wait(wait):
             try:
                 renewed = self._renew()
             except SQLAlchemyError as e:  # the store is down: keep training, keep trying
-                log.warning("job %s: could not renew the lease: %s", self.job_id, e)
+                if wait == every:
+                    log.warning("job %s: could not renew the lease: %s", self.job_id, e)
+                wait = min(STORE_RETRY_EVERY_S, every)  # soon: the lease runs out meanwhile
                 continue
+            if wait != every:
+                log.info("job %s: lease renewed; the job store is back", self.job_id)
+            wait = every
             if not renewed:
                 return
 
@@ -140,17 +175,55 @@ class Lease:
             log.warning("job %s: could not check the lease before a write: %s", self.job_id, e)
             return not self._paused
 
+    def report(self, progress: Progress) -> None:
+        """Record a progress report, after those still waiting; while the store is unreachable,
+        keep it for the next write (the trainer goes on meanwhile)."""
+        self._unwritten.append(progress)
+        try:
+            self.write(lambda job: None)
+        except UNAVAILABLE as e:
+            log.warning(
+                "job %s: could not record step %d (%d reports wait for the store): %s",
+                self.job_id, progress.step, len(self._unwritten), first_line(e),
+            )  # fmt: skip
+
     def write(self, change: Callable[[Job], object]) -> bool:
-        """Apply ``change`` to the job and renew the lease, if the lease is still ours."""
+        """Record the progress reports that wait (``report``), apply ``change`` to the job and
+        renew the lease, in one transaction, if the lease is still ours. Raises the store's
+        errors (``UNAVAILABLE`` when it cannot be reached)."""
         with session_scope(self.url) as session:
             job = leases.leased_job(session, self.job_id, self.token)
             if job is None:
                 self.lost.set()
                 return False
+            for progress in self._unwritten:
+                series.record_progress(job, progress)
             change(job)
             if job.state in LEASED_STATES:
                 leases.renew(session, self.job_id, self.token, self.lease_s)
-            return True
+        self._unwritten.clear()
+        return True
+
+    def until_stored(self, call: Callable[[], T]) -> T:
+        """``call()``, tried again every second while the store is unreachable, for up to
+        ``store_retry_s`` seconds (then the store's error is raised)."""
+        deadline = time.monotonic() + self.store_retry_s
+        failed = False
+        while True:
+            try:
+                result = call()
+            except UNAVAILABLE as e:
+                if time.monotonic() >= deadline:
+                    raise
+                if not failed:
+                    log.warning("job %s: the job store is unreachable, retrying: %s",
+                                self.job_id, first_line(e))  # fmt: skip
+                failed = True
+                time.sleep(STORE_RETRY_EVERY_S)
+                continue
+            if failed:
+                log.info("job %s: the job store is back", self.job_id)
+            return result
 
     def state(self) -> str | None:
         """The job's state while the lease is ours, else None."""
@@ -162,20 +235,25 @@ class Lease:
 def run_job(job_id: str, settings: Settings) -> str:
     """Train job ``job_id`` to the end (resuming from its newest checkpoint) and record the
     outcome, if this worker can claim it. Returns ``leases.claim``'s outcome: "claimed"
-    when it trained the job; "gone", "busy" or "wait" when it did nothing. Every line it logs
-    carries the job id."""
+    when it trained the job; "gone", "busy" or "wait" when it did nothing; or "unavailable"
+    when the store could not be reached to claim it. Every line it logs carries the job id."""
     with job_context(job_id):
         return _claim_and_train(job_id, settings)
 
 
 def _claim_and_train(job_id: str, settings: Settings) -> str:
-    with session_scope(settings.database_url) as session:
-        outcome, job = leases.claim(session, job_id, worker_id(), settings.lease_s)
-        if outcome != "claimed" or job is None:
-            state = job.state if job is not None else "not found"
-            log.warning("job %s: %s (%s), not training it here", job_id, outcome, state)
-            return outcome
-        token, config = job.lease_token, job.config
+    try:
+        with session_scope(settings.database_url) as session:
+            outcome, job = leases.claim(session, job_id, worker_id(), settings.lease_s)
+            if outcome != "claimed" or job is None:
+                state = job.state if job is not None else "not found"
+                log.warning("job %s: %s (%s), not training it here", job_id, outcome, state)
+                return outcome
+            token, config = job.lease_token, job.config
+    except UNAVAILABLE as e:
+        log.warning("job %s: the job store is unreachable; will try again: %s",
+                    job_id, first_line(e))  # fmt: skip
+        return "unavailable"
     with Lease(settings, job_id, token) as lease:
         _train(job_id, config, settings, lease)
     return outcome
@@ -183,7 +261,7 @@ def _claim_and_train(job_id: str, settings: Settings) -> str:
 
 def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease) -> None:
     def progress(p: Progress) -> None:
-        lease.write(lambda job: series.record_progress(job, p))
+        lease.report(p)  # kept for later while the store is unreachable
         log.info(
             "job %s: step %d/%d, %.0f images/s, D %.4f, G %.4f",
             job_id, p.step, p.total_steps, p.images_per_sec, p.d_loss, p.g_loss,
@@ -241,16 +319,26 @@ def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease
             log.error("job %s failed: %s", job_id, error)
     if error is not None:
         release_memory()  # what the failed run held, before the next job
+    _record_end(job_id, settings, lease, stopped=stopped, error=error)
 
-    finish = not stopped or lease.state() == CANCELLING
-    if finish and lease.write(lambda job: leases.mark_finished(job, error=error)):
+
+def _record_end(
+    job_id: str, settings: Settings, lease: Lease, *, stopped: bool, error: str | None
+) -> None:
+    """Record how the run ended: finished (succeeded, failed, or cancelled when asked to stop),
+    requeued when the worker shuts down, or let go when the lease was lost. Each is retried
+    while the store is unreachable (``Lease.until_stored``), so an outage never fails a job."""
+    finish = not stopped or lease.until_stored(lease.state) == CANCELLING
+    if finish and lease.until_stored(
+        lambda: lease.write(lambda job: leases.mark_finished(job, error=error))
+    ):
         outcome = "cancelled" if stopped else "failed" if error else "succeeded"
         log.info("job %s %s", job_id, outcome)
         return
-    if _shutting_down.is_set() and lease.write(leases.mark_requeued):
+    if _shutting_down.is_set() and lease.until_stored(lambda: lease.write(leases.mark_requeued)):
         log.warning("job %s: worker shutting down; checkpointed and requeued", job_id)
         raise Reject("worker shutting down", requeue=True)
-    _let_go(job_id, settings)
+    lease.until_stored(lambda: _let_go(job_id, settings))
 
 
 def failure_reason(error: Exception) -> str:

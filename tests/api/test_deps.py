@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from api.deps import get_session
-from harness.postgres_b import PostgresServer, postgres_bin
+from harness.postgres import PostgresServer, postgres_bin
 from tests.conftest import REQUIRE_SERVICES
 
 

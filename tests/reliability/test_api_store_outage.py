@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.postgres_b import PostgresServer, postgres_bin
+from harness.postgres import PostgresServer, postgres_bin
 from harness.services import RedisServer, Service, parse_events, wait_for
 from harness.store_outage import TINY_JOB, outage_scenario
 from tests.conftest import REQUIRE_SERVICES

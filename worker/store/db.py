@@ -11,9 +11,14 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import migrate
+
+# The errors of a store that cannot be reached for now (down, restarting, a dropped connection,
+# a SQLite file locked too long), as opposed to a statement that is wrong: worth trying again.
+UNAVAILABLE = (OperationalError, InterfaceError)
 
 
 @lru_cache

@@ -145,7 +145,10 @@ def expire_leases(session: Session, *, max_lost: int, now: datetime | None = Non
     return requeued
 
 
-def queued_job_ids(session: Session) -> list[str]:
-    """Every queued job, oldest first (to enqueue again after the broker lost its messages)."""
-    query = select(Job.id).where(Job.state == QUEUED).order_by(Job.created_at, Job.id)
-    return list(session.scalars(query))
+def queued_jobs(session: Session) -> list[tuple[str, datetime]]:
+    """(id, when it was queued) of every queued job, oldest first: the reconciler sends a job
+    again when its message has been missing from the broker's queue for a while. A queued job's
+    ``updated_at`` is when it was queued (created, resumed, requeued: nothing else changes it)."""
+    query = select(Job.id, Job.updated_at).where(Job.state == QUEUED)
+    rows = session.execute(query.order_by(Job.created_at, Job.id))
+    return [(job_id, since) for job_id, since in rows]
