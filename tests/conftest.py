@@ -110,6 +110,16 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sqlite_or_postgres(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty job store, once of each kind: a SQLite file, or a new schema in the real
+    PostgreSQL (a test or folder makes it its ``database_url`` to run on both)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gan.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 @pytest.fixture
 def database_url(tmp_path: Path) -> str:
     """The job store of a test: a fresh SQLite file (tests/worker also runs PostgreSQL)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,12 +23,9 @@ from worker.store.models import Job
 REQUESTS = 20
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'gan.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
+@pytest.fixture
+def database_url(sqlite_or_postgres: str) -> str:
+    return sqlite_or_postgres
 
 
 def post_at_once(client: TestClient, bodies: list[dict[str, Any]], key: str) -> list[Any]:

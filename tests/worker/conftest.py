@@ -8,13 +8,10 @@ import pytest
 from worker.settings import Settings
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty job store: a SQLite file, or a new schema in the real PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'gan.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
+@pytest.fixture
+def database_url(sqlite_or_postgres: str) -> str:
+    """Every worker test runs on both kinds of job store."""
+    return sqlite_or_postgres
 
 
 @pytest.fixture
