@@ -45,7 +45,13 @@ def embedded(tmp_path: Path, mnist_dir: Path) -> Iterator[Service]:
 def test_embedded_default_end_to_end(embedded: Service, mnist) -> None:
     serve = embedded.serve()  # API + one worker child, SQLite and filesystem broker under var/
     job_id = embedded.submit(
-        {"preset": "classic", "max_steps": 600, "checkpoint_every": 50, "log_every": 25}
+        {
+            "preset": "classic",
+            "max_steps": 1000,
+            "checkpoint_every": 50,
+            "log_every": 25,
+            "eval_every": 1000,  # one evaluation, at the end: the samples' default (best) is it
+        }
     )
     assert embedded.job(job_id)["state"] in ("queued", "running")
 
@@ -54,7 +60,7 @@ def test_embedded_default_end_to_end(embedded: Service, mnist) -> None:
         return job if job["state"] == "running" and job["checkpoint_step"] else None
 
     running = wait_for(running_with_checkpoint, 120, "the job to run and write a checkpoint")
-    assert 0 < running["step"] <= 600 and running["total_steps"] == 600
+    assert 0 < running["step"] <= 1000 and running["total_steps"] == 1000
     assert running["images_per_sec"] > 0 and running["d_loss"] is not None
     while_running = httpx.get(f"{embedded.url}/jobs/{job_id}/samples?n=16", timeout=30)
     assert while_running.status_code == 200 and while_running.headers["content-type"] == "image/png"
@@ -63,11 +69,11 @@ def test_embedded_default_end_to_end(embedded: Service, mnist) -> None:
     done = wait_for(lambda: embedded.job(job_id)["state"] == "succeeded", 300, "success", every=0.5)
     assert done
     job = embedded.job(job_id)
-    assert (job["step"], job["checkpoint_step"], job["error"]) == (600, 600, None)
+    assert (job["step"], job["checkpoint_step"], job["error"]) == (1000, 1000, None)
     assert [j["id"] for j in httpx.get(f"{embedded.url}/jobs").json()["jobs"]] == [job_id]
 
     png = httpx.get(f"{embedded.url}/jobs/{job_id}/samples?n=64&seed=0", timeout=30)
-    assert png.status_code == 200 and png.headers["x-checkpoint-step"] == "600"
+    assert png.status_code == 200 and png.headers["x-checkpoint-step"] == "1000"
     assert Image.open(io.BytesIO(png.content)).size == (242, 242)
     again = httpx.get(f"{embedded.url}/jobs/{job_id}/samples?n=64&seed=0", timeout=30)
     assert again.content == png.content

@@ -253,14 +253,14 @@ def test_every_preset_trains_a_step(tmp_path, mnist):
 
 def test_short_training_run_produces_digit_like_samples(tmp_path, mnist):
     real = mnist.data.squeeze(1).numpy().astype(float)
-    cfg = resolve("classic", max_steps=600, log_every=100, checkpoint_every=600, seed=0)
+    cfg = resolve("classic", max_steps=1000, log_every=100, checkpoint_every=1000, seed=0)
     torch.manual_seed(cfg.seed)
     G_untrained, _ = build_models(cfg, (1, 28, 28), 0)
     untrained = generate(G_untrained.eval(), 256, seed=0)
     result = train(cfg, mnist, tmp_path)
     G, _, step = load_generator(result.checkpoint)
     trained = generate(G, 256, seed=0)
-    assert step == 600
+    assert step == 1000
     assert not looks_like_digits(untrained, real), digit_statistics(untrained, real)
     assert looks_like_digits(trained, real), digit_statistics(trained, real)
 
