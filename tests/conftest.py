@@ -21,6 +21,7 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
+from harness.postgres import PostgresServer, postgres_bin
 from harness.services import Service, postgres_schema
 from worker.settings import Settings
 
@@ -100,6 +101,21 @@ def require_service(name: str, port: int) -> None:
         if REQUIRE_SERVICES:
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A PostgreSQL of the test's own (``harness.postgres``), started: stop and start it to
+    inject an outage. Skipped without PostgreSQL's server binaries, unless services are required."""
+    if postgres_bin() is None:
+        message = "PostgreSQL's server binaries (initdb, postgres) are not installed"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PostgresServer(tmp_path)
+    server.start()
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -8,27 +8,15 @@ import pytest
 from sqlalchemy import text
 
 from api.deps import get_session
-from harness.postgres import PostgresServer, postgres_bin
-from tests.conftest import REQUIRE_SERVICES
 
 
-def test_a_session_closes_quietly_when_the_store_went_away(settings):
-    if postgres_bin() is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("PostgreSQL (initdb) is not installed")
-        pytest.skip("PostgreSQL (initdb) is not installed")
-    postgres = PostgresServer()
-    try:
-        postgres.start()
+def test_a_session_closes_quietly_when_the_store_went_away(settings, own_postgres):
+    async def request() -> None:
+        dependency = get_session(settings.model_copy(update={"database_url": own_postgres.url}))
+        session = await anext(dependency)
+        session.execute(text("SELECT 1"))  # a transaction is open …
+        own_postgres.stop()  # … when the server goes away
+        with pytest.raises(StopAsyncIteration):  # the teardown: session.close() …
+            await anext(dependency)  # … fails to roll back, and says so in the log only
 
-        async def request() -> None:
-            dependency = get_session(settings.model_copy(update={"database_url": postgres.url}))
-            session = await anext(dependency)
-            session.execute(text("SELECT 1"))  # a transaction is open …
-            postgres.stop()  # … when the server goes away
-            with pytest.raises(StopAsyncIteration):  # the teardown: session.close() …
-                await anext(dependency)  # … fails to roll back, and says so in the log only
-
-        asyncio.run(request())
-    finally:
-        postgres.close()
+    asyncio.run(request())

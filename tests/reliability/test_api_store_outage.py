@@ -16,27 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.postgres import PostgresServer, postgres_bin
+from harness.postgres import PostgresServer
 from harness.services import RedisServer, Service, parse_events, wait_for
 from harness.store_outage import TINY_JOB, outage_scenario
-from tests.conftest import REQUIRE_SERVICES
 
 pytestmark = pytest.mark.e2e
 
 STORE_DOWN = "the job store is unreachable"
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    if postgres_bin() is None:
-        message = "PostgreSQL (initdb) is not installed"
-        if REQUIRE_SERVICES:
-            pytest.fail(message)
-        pytest.skip(message)
-    server = PostgresServer()
-    server.start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -18,23 +18,10 @@ from harness.outage import (
     training_through_postgres_outage,
     worker_lost_while_redis_down,
 )
-from harness.postgres import PostgresServer, postgres_bin
+from harness.postgres import PostgresServer
 from harness.services import RedisServer, Service
-from tests.conftest import REQUIRE_SERVICES
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
-    if postgres_bin() is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("PostgreSQL's server binaries are not installed")
-        pytest.skip("PostgreSQL's server binaries are not installed")
-    server = PostgresServer(tmp_path)
-    server.start()
-    yield server
-    server.close()
 
 
 @pytest.fixture
