@@ -3,12 +3,13 @@ limiters as API processes share it, down, back), and the choice between it and t
 
 from __future__ import annotations
 
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from api.ratelimit import LocalRateLimiter, RedisRateLimiter, rate_limiter
+from api.ratelimit import REDIS_TIMEOUT_S, LocalRateLimiter, RedisRateLimiter, rate_limiter
 from harness.services import RedisServer
 from worker.settings import Settings
 
@@ -58,3 +59,17 @@ def test_the_broker_chooses_where_limits_are_kept(broker: str, kind: type) -> No
     assert isinstance(limiter, kind)
     assert rate_limiter(settings, "jobs") is limiter  # one per process, shared by requests
     assert rate_limiter(settings, "bad-keys") is not limiter
+
+
+def test_a_redis_that_never_answers_costs_one_timeout_then_none():
+    with socket.socket() as hung:  # connections queue in its backlog; nothing ever answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        url = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
+        limiter = RedisRateLimiter(url, "gan:t:ratelimit:jobs", 1)
+        started = time.monotonic()
+        assert limiter.take("k") == 0  # the process's bucket, after one timeout
+        assert REDIS_TIMEOUT_S <= time.monotonic() - started < REDIS_TIMEOUT_S + 1
+        started = time.monotonic()
+        assert limiter.take("k") > 0  # at once, until RECHECK_S has passed
+        assert time.monotonic() - started < 0.1
