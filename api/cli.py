@@ -55,6 +55,7 @@ def serve(host: str, port: int, with_worker: bool, processes: int = 1) -> None:
     told not to, one worker beside it."""
     import uvicorn
 
+    from api.metricsdir import shared_metrics_dir
     from api.server import allow_open_files, uvicorn_options
 
     settings = get_settings()
@@ -74,15 +75,16 @@ def serve(host: str, port: int, with_worker: bool, processes: int = 1) -> None:
     # make that a clean exit, so the `finally` below always stops the worker.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        # log_config=None: uvicorn's own loggers propagate to the lines setup_logging set up.
-        uvicorn.run(
-            "api.main:app",
-            host=host,
-            port=port,
-            log_config=None,
-            workers=processes,
-            **uvicorn_options(settings),
-        )
+        with shared_metrics_dir(processes):  # /metrics sums the processes' own metrics
+            # log_config=None: uvicorn's own loggers propagate to the lines setup_logging set up.
+            uvicorn.run(
+                "api.main:app",
+                host=host,
+                port=port,
+                log_config=None,
+                workers=processes,
+                **uvicorn_options(settings),
+            )
     except KeyboardInterrupt:  # Ctrl-C: uvicorn re-raises SIGINT the same way
         pass
     finally:

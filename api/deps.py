@@ -13,7 +13,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.orm import Session
 
 from api.errors import STORE_ERRORS, too_many_requests
-from api.ratelimit import limiter_for
+from api.ratelimit import rate_limiter
 from worker.celery_app import celery_for
 from worker.settings import Settings, get_settings
 from worker.store import jobs, keys
@@ -111,8 +111,7 @@ def _owner(request: Request, settings: Settings, session: Session, presented: st
     owner = owner or keys.stored_key_owner(session, key_hash)
     if owner is None:
         client = client_address(request)
-        guesses = limiter_for(settings.bad_keys_per_minute, "bad-keys")
-        refuse_guessers(guesses.take(client), client, settings)
+        refuse_guessers(rate_limiter(settings, "bad-keys").take(client), client, settings)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key", headers=challenge)
     return owner
 
@@ -157,7 +156,7 @@ def rate_limited_owner(owner: OwnerDep, settings: SettingsDep) -> str:
     Without keys the service is open to this machine only, and unlimited."""
     if not owner:
         return owner
-    wait = limiter_for(settings.jobs_per_minute, "jobs").take(owner)
+    wait = rate_limiter(settings, "jobs").take(owner)
     if wait > 0:
         raise too_many_requests(
             f"at most {settings.jobs_per_minute} jobs a minute per API key", wait

@@ -13,6 +13,7 @@ from api.errors import (
     validation_error_handler,
 )
 from api.logcontext import JobLogContext
+from api.metricsdir import mark_dead_at_exit
 from api.middleware import BodySizeLimit, CurlJSONBodies
 from api.prometheus import ApiMetrics, ObserveSamplingLatency
 from api.routes import (
@@ -45,6 +46,7 @@ def create_app() -> FastAPI:
     for store_error in STORE_ERRORS:  # the job store is down: 503, never 500
         app.add_exception_handler(store_error, store_error_handler)
     app.state.metrics = ApiMetrics()  # this app's own Prometheus registry
+    mark_dead_at_exit()  # under `gan serve --processes N`, this process's live gauges go at exit
     # Innermost first: the latency observer sees the scope the router fills in.
     app.add_middleware(ObserveSamplingLatency, histogram=app.state.metrics.sampling_latency)
     app.add_middleware(CurlJSONBodies)

@@ -9,7 +9,7 @@ Read from the job store and the broker when scraped (so every API process serves
 - ``gan_queue_depth{queue}``: training tasks waiting in the broker (no sample when the broker
   does not answer: the scrape never fails for it).
 
-Measured by this API process:
+Measured by the API processes (summed over `gan serve --processes N`: ``api.metricsdir``):
 - ``gan_sampling_latency_seconds{route, status}``: time to answer the sampling routes, by route
   template (never the raw path: no job ids) and status class (``2xx``, ``4xx``, ``5xx``).
 """
@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.metricsdir import scrape_registry
 from api.readiness import describe
 from worker.broker import is_embedded, is_redis
 from worker.settings import Settings
@@ -72,9 +73,10 @@ class ApiMetrics:
 
 
 def scrape(metrics: ApiMetrics, settings: Settings) -> bytes:
-    """The text exposition: this process's own metrics, then the job store's and the broker's
-    as they are now."""
-    return generate_latest(metrics.registry) + generate_latest(ServiceCollector(settings))
+    """The text exposition: the API processes' own metrics (this one's, or under `--processes
+    N` all of theirs summed), then the job store's and the broker's as they are now."""
+    own = generate_latest(scrape_registry(metrics.registry))
+    return own + generate_latest(ServiceCollector(settings))
 
 
 class ServiceCollector:

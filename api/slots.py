@@ -5,6 +5,10 @@ place in the job store's polling; CPU and memory), so a rate (``api.ratelimit``)
 them: a client could open streams slowly and keep them all. A ``Slots`` counts those running:
 past ``per_key`` for one key the next is a 429 (that client asks too much), past ``total`` a
 503 (the service is full); either says when to retry.
+
+Per process even when the rate limits are kept in Redis: the bounds share out one process's
+cores, memory and connections (RELIABILITY.md, "Several API processes", says why, and what N
+processes multiply).
 """
 
 from __future__ import annotations

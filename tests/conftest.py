@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from harness.postgres import PostgresServer, postgres_bin
-from harness.services import Service, postgres_schema
+from harness.services import RedisServer, Service, postgres_schema
 from worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -116,6 +117,23 @@ def own_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A ``redis-server`` of the test's own (``harness.services``), started: stop and start it
+    to inject an outage, without touching any other test's Redis."""
+    if shutil.which("redis-server") is None:
+        message = "redis-server is not installed"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(folder)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

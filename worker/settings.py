@@ -52,10 +52,12 @@ class Settings(BaseSettings):
     # API keys that may use the service (a JSON list, or comma-separated); more can be made with
     # `gan keys create`. With none at all, the service runs open, on localhost only.
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()
-    # Jobs (created or resumed) each API key may start a minute, per API process.
+    # Jobs (created or resumed) each API key may start a minute: across all API processes and
+    # hosts when the broker is Redis (the budget is kept there), per API process otherwise.
     jobs_per_minute: int = Field(60, ge=1)
-    # Unknown API keys one client address may send a minute; past that it gets 429s (before its
-    # keys are even looked at) until its budget refills: keys cannot be guessed quickly.
+    # Unknown API keys one client address may send a minute (in Redis or per process, as
+    # jobs_per_minute); past that it gets 429s until its budget refills: keys cannot be guessed
+    # quickly.
     bad_keys_per_minute: int = Field(10, ge=1)
     # Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (a
     # JSON list or comma-separated; IPs or networks, "*" for any). None by default: the client
@@ -78,7 +80,8 @@ class Settings(BaseSettings):
     samplings_per_key: int = Field(2, ge=1)
     max_samplings: int = Field(4, ge=1)
     # API processes `gan serve` runs, sharing its port (sampling is CPU work: one per core
-    # serves the most). Each keeps its own generator cache, rate limits and sampling histogram.
+    # serves the most). Each keeps its own generator cache and stream and sampling slots; their
+    # rate limits are shared through Redis when the broker is Redis, and /metrics sums them all.
     api_processes: int = Field(1, ge=1)
     # Where `gan serve` binds the API.
     host: str = "127.0.0.1"

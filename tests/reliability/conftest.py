@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,24 +18,8 @@ from typing import Any
 import pytest
 
 from harness.services import RedisServer, Service
-from tests.conftest import REQUIRE_SERVICES
 
 FIGURES = os.environ.get("GAN_RELIABILITY_FIGURES")  # a JSON-lines file to append figures to
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        message = "redis-server is not installed"
-        if REQUIRE_SERVICES:
-            pytest.fail(message)
-        pytest.skip(message)
-    folder = tmp_path / "redis"
-    folder.mkdir()
-    server = RedisServer(folder)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
