@@ -147,7 +147,7 @@ class Lease:
                     if not self._renew():
                         return
                     renew_at = time.monotonic() + every
-                elif not self._watch():
+                if not self._watch():
                     return
             except SQLAlchemyError as e:  # the store is down: keep training, keep trying
                 if not failing:

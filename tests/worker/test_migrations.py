@@ -23,7 +23,7 @@ from worker.store.db import get_engine, session_scope
 from worker.store.models import Base
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"jobs", "metric_points", "job_events", "api_keys", migrate.VERSION_TABLE}
+TABLES = {"jobs", "metric_points", "job_events", "api_keys", "worker_slots", migrate.VERSION_TABLE}
 
 # Imports, says it is ready, waits for the others (a file each in a barrier folder), migrates.
 RACER = """

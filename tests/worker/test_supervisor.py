@@ -72,8 +72,8 @@ def test_two_slots_train_two_jobs_at_once_and_a_killed_one_loses_only_its_job(
     service = redis_postgres
     service.serve("--no-worker")
     supervisor = service.start("worker", "--jobs", "2")
-    a, b = (service.submit({**RING, "max_steps": 1500}) for _ in range(2))
-    jobs = wait_for(lambda: running_at_once(service, [a, b], 100), SLOW, "both jobs training")
+    a, b = (service.submit({**RING, "max_steps": 600}) for _ in range(2))
+    jobs = wait_for(lambda: running_at_once(service, [a, b], 50), SLOW, "both jobs training")
     assert jobs[0]["worker"] != jobs[1]["worker"]  # two slots, one job each
 
     listing = workers_of(service)
@@ -118,21 +118,22 @@ def test_sigterm_checkpoints_and_requeues_every_running_job(redis_postgres: Serv
 
 @pytest.mark.e2e
 def test_a_cancel_is_noticed_within_seconds_whatever_log_every(redis_postgres: Service) -> None:
-    """A report every 1000 steps of about a tenth of a second each: the cancel used to wait for
-    the next one (minutes); the lease's thread notices it within a second, the trainer at the
-    end of the step under way."""
+    """A report every 1000 steps of a fraction of a second each here: the cancel used to wait
+    for the next one (minutes); the lease's thread notices it within a second, the trainer at
+    the end of the step under way."""
     service = redis_postgres
     service.serve("--no-worker")
     service.start("worker", "--jobs", "1")
-    slow = {"preset": "classic", "batch_size": 256, "eval_every": 0, "log_every": 1000,
-            "checkpoint_every": 100_000, "max_steps": 100_000}  # fmt: skip
+    slow = {"preset": "classic", "batch_size": 64, "eval_every": 0, "log_every": 1000,
+            "checkpoint_every": 10, "max_steps": 100_000}  # fmt: skip
     job_id = service.submit(slow)
-    wait_for(lambda: service.job(job_id)["state"] == "running", SLOW, "the job to start")
-    time.sleep(3)  # into its steps (no report says so before step 1000)
+    folder = service.tmp_path / "var/artifacts/jobs" / job_id / "checkpoints"
+    # Into its steps: no report says so before step 1000, its checkpoints do.
+    wait_for(lambda: list(folder.glob("step-*.pt")), SLOW, "the job's first checkpoint")
     asked = time.monotonic()
     assert httpx.post(f"{service.url}/jobs/{job_id}/cancel", timeout=10).status_code == 200
     wait_for(lambda: service.job(job_id)["state"] == "cancelled", 60, "cancelled", every=0.05)
     took = time.monotonic() - asked
     job = service.job(job_id)
-    assert 0 < job["step"] < 1000 and job["checkpoint_step"] == job["step"]
-    assert took < 6, f"the cancel took {took:.1f} s"  # ≤ 1 s to notice, a step, a checkpoint
+    assert 10 < job["step"] < 1000 and job["checkpoint_step"] == job["step"]
+    assert took < 5, f"the cancel took {took:.1f} s"  # ≤ 1 s to notice, a step, a checkpoint
