@@ -286,7 +286,7 @@ def worker_command(args: argparse.Namespace) -> None:
 
     if args.jobs is not None and args.jobs_per_gpu != 1:
         sys.exit("gan: --jobs-per-gpu is for GPU slots; --jobs K runs K slots on the CPU")
-    gpus = args.gpus if args.gpus is not None else visible_gpus()
+    gpus = [] if args.jobs else args.gpus if args.gpus is not None else visible_gpus()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     plans = plan_slots(gpus, args.jobs_per_gpu, args.jobs, cores or 1)
     sys.exit(Supervisor(plans).run())

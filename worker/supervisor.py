@@ -49,23 +49,31 @@ class SlotPlan:
     env: dict[str, str]
 
 
+# Counts the GPUs in a process of its own, so that CUDA never starts in the supervisor.
+TORCH_COUNT = "import torch; print(torch.cuda.device_count())"
+
+
 def visible_gpus() -> list[str]:
-    """The GPUs this process may use, without initialising CUDA (nor importing torch): those
-    ``CUDA_VISIBLE_DEVICES`` names, else those ``nvidia-smi`` lists, else none."""
+    """The GPUs this process may use, without initialising CUDA here (nor importing torch):
+    those ``CUDA_VISIBLE_DEVICES`` names, else those ``nvidia-smi`` lists, else as many as
+    torch counts in a child process (a container may lack nvidia-smi)."""
     named = os.environ.get("CUDA_VISIBLE_DEVICES")
     if named is not None:
         return [gpu.strip() for gpu in named.split(",") if gpu.strip()]
     smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return []
+    if smi is not None:
+        return _lines([smi, "--query-gpu=index", "--format=csv,noheader"])
+    counted = _lines([sys.executable, "-c", TORCH_COUNT])
+    return [str(i) for i in range(int(counted[0]))] if counted[:1] and counted[0].isdigit() else []
+
+
+def _lines(command: list[str]) -> list[str]:
+    """The lines ``command`` prints, stripped; none when it fails."""
     try:
-        listed = subprocess.run(
-            [smi, "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=30, check=True,
-        )  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
     except (OSError, subprocess.SubprocessError):
         return []
-    return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
 def plan_slots(
