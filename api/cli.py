@@ -282,13 +282,14 @@ def positive_int(text: str) -> int:
 
 def worker_command(args: argparse.Namespace) -> None:
     """`gan worker`: supervise the planned slots until SIGTERM or Ctrl-C."""
-    from worker.supervisor import Supervisor, plan_slots, visible_gpus
+    from worker.supervisor import Supervisor, plan_slots, requeue_orphans, visible_gpus
 
     if args.jobs is not None and args.jobs_per_gpu != 1:
         sys.exit("gan: --jobs-per-gpu is for GPU slots; --jobs K runs K slots on the CPU")
     gpus = [] if args.jobs else args.gpus if args.gpus is not None else visible_gpus()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     plans = plan_slots(gpus, args.jobs_per_gpu, args.jobs, cores or 1)
+    requeue_orphans(get_settings())
     sys.exit(Supervisor(plans).run())
 
 

@@ -71,7 +71,7 @@ JobSpec = create_model(  # type: ignore[call-overload]
 
 JOB_STATES_DOC = (
     "queued (waiting for a worker), running, cancelling (asked to stop; its worker checkpoints "
-    "and stops at its next progress report), succeeded, failed (error says why), cancelled. "
+    "and stops within a second and a step), succeeded, failed (error says why), cancelled. "
     "Running jobs whose worker is lost return to queued and resume from their newest checkpoint."
 )
 

@@ -19,7 +19,7 @@ def run_worker(loglevel: str = "INFO") -> None:
     reconciler and the slot's heartbeat in threads beside it."""
     settings, slot = get_settings(), get_slot_settings()
     apply_limits(slot)
-    stop = Reconciler(settings, app).start()
+    stop = Reconciler(settings, app).start(alone=not slot.worker)
     beat = SlotBeat(settings, slot).start()
     try:
         app.worker_main(

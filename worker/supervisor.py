@@ -31,6 +31,9 @@ import time
 from dataclasses import dataclass
 from types import FrameType
 
+from worker.broker import is_embedded
+from worker.settings import Settings
+
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5  # seconds between looks at the slots
@@ -109,6 +112,19 @@ def _slot(index: int, device: str, threads: int, memory: float, *, gpu: str) -> 
             "GAN_SLOT_MEMORY_FRACTION": f"{memory:.6f}",
         },
     )
+
+
+def requeue_orphans(settings: Settings) -> None:
+    """With the embedded broker, which serves one `gan worker` (with all its slots), every job
+    still leased was its slots' before it stopped: requeue them all before the slots start (a
+    slot never does it: it would take its siblings' jobs). Other brokers leave it to the
+    reconciler's lease expiry."""
+    if not is_embedded(settings.broker_url):
+        return
+    from worker.celery_app import app  # no torch: the tasks load in the slots only
+    from worker.reconcile import Reconciler
+
+    Reconciler(settings, app).run_once(all_leases_dead=True)
 
 
 class Supervisor:

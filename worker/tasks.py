@@ -72,8 +72,8 @@ MAX_UNWRITTEN_REPORTS = 10_000
 
 T = TypeVar("T")
 
-# Set when the worker is asked to shut down (SIGTERM, Ctrl-C): the running job checkpoints at its
-# next progress report and goes back on the queue, instead of holding the shutdown for hours.
+# Set when the worker is asked to shut down (SIGTERM, Ctrl-C): the running job checkpoints at the
+# end of its step under way and goes back on the queue, instead of holding the shutdown for hours.
 _shutting_down = threading.Event()
 
 
