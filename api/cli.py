@@ -289,6 +289,11 @@ def worker_command(args: argparse.Namespace) -> None:
     gpus = [] if args.jobs else args.gpus if args.gpus is not None else visible_gpus()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     plans = plan_slots(gpus, args.jobs_per_gpu, args.jobs, cores or 1)
+    if len(plans) == 1 and not plans[0].env:  # no GPU, no --jobs: one slot with torch's
+        from worker.main import run_worker  # defaults, in this process, as a worker always was
+
+        run_worker()
+        return
     requeue_orphans(get_settings())
     sys.exit(Supervisor(plans).run())
 

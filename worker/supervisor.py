@@ -20,6 +20,7 @@ requeues it (Celery's warm shutdown), then the supervisor exits. A second one ki
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -58,14 +59,17 @@ TORCH_COUNT = "import torch; print(torch.cuda.device_count())"
 
 def visible_gpus() -> list[str]:
     """The GPUs this process may use, without initialising CUDA here (nor importing torch):
-    those ``CUDA_VISIBLE_DEVICES`` names, else those ``nvidia-smi`` lists, else as many as
-    torch counts in a child process (a container may lack nvidia-smi)."""
+    those ``CUDA_VISIBLE_DEVICES`` names, else those ``nvidia-smi`` lists, else none without
+    an NVIDIA device file, else as many as torch counts in a child process (a container may
+    have its GPUs without nvidia-smi)."""
     named = os.environ.get("CUDA_VISIBLE_DEVICES")
     if named is not None:
         return [gpu.strip() for gpu in named.split(",") if gpu.strip()]
     smi = shutil.which("nvidia-smi")
     if smi is not None:
         return _lines([smi, "--query-gpu=index", "--format=csv,noheader"])
+    if not glob.glob("/dev/nvidia[0-9]*"):
+        return []
     counted = _lines([sys.executable, "-c", TORCH_COUNT])
     return [str(i) for i in range(int(counted[0]))] if counted[:1] and counted[0].isdigit() else []
 
