@@ -7,8 +7,9 @@
 
 For each slot count K, in turn: starts the API and one `gan worker --jobs K` (CPU slots, each
 with cores/K threads) or `gan worker --gpus G --jobs-per-gpu K` (``--gpu``), on a Redis of its
-own and a job store (a SQLite file unless ``--database-url``), waits for its K slots to be live
-(GET /workers), submits ``--jobs`` identical small jobs at once and waits for all of them.
+own (or the embedded filesystem broker: ``--broker filesystem``, where no redis-server is
+installed) and a job store (a SQLite file unless ``--database-url``), waits for its K slots
+to be live (GET /workers), submits ``--jobs`` identical small jobs at once and waits for all.
 Reports, from the job store's own timestamps:
 
 - ``jobs_per_hour``: jobs / (last finished_at − first created_at);
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -98,6 +100,11 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--mps", action="store_true", help="run with CUDA MPS")
     parser.add_argument("--database-url")
+    parser.add_argument(
+        "--broker",
+        choices=["redis", "filesystem"],
+        default="redis" if shutil.which("redis-server") else "filesystem",
+    )
     parser.add_argument("--json", type=Path, help="append the rows here, one JSON line each")
     args = parser.parse_args()
     spec: dict[str, Any] = {**SPEC, "preset": args.preset}
@@ -105,11 +112,12 @@ def main() -> None:
         name, _, value = item.partition("=")
         spec[name] = json.loads(value) if value[:1].isdigit() else value
     folder = Path(tempfile.mkdtemp(prefix="bench-slots-"))
-    redis_server = RedisServer(folder)
-    redis_server.start()
+    redis_server = RedisServer(folder) if args.broker == "redis" else None
+    if redis_server is not None:
+        redis_server.start()
     service = Service(folder, {
         "GAN_DATA_DIR": str(args.data.resolve()),
-        "GAN_BROKER_URL": redis_server.url,
+        "GAN_BROKER_URL": redis_server.url if redis_server else "filesystem://",
         "GAN_DATABASE_URL": args.database_url or f"sqlite:///{folder / 'gan.db'}",
     })  # fmt: skip
     if args.mps:
@@ -125,7 +133,8 @@ def main() -> None:
                     f.write(json.dumps(row) + "\n")
     finally:
         service.stop()
-        redis_server.stop()
+        if redis_server is not None:
+            redis_server.stop()
         if args.mps:
             subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True, check=False)
 
