@@ -170,13 +170,13 @@ def train(
 
     ``progress`` is called every ``cfg.log_every`` steps and at the end; ``should_stop`` is
     polled after every step (so it must be cheap, a flag that another thread sets), and a True
-    answer checkpoints, reports and returns early. ``evaluator``
-    scores the generator (its EMA when kept) every ``cfg.eval_every`` steps and at the end; the
-    best evaluation's checkpoint is kept as ``best.pt``. A non-finite loss or weight rolls the run
-    back to its newest finite checkpoint (or its initial state) with halved learning rates, up to
-    ``cfg.max_rollbacks`` times; then TrainingError says why. ``may_write`` is asked before
-    each checkpoint is published (``gan.checkpoint.save_checkpoint``): False ends the run with
-    WriteRefused, that checkpoint unwritten.
+    answer checkpoints, reports and returns early. ``evaluator`` scores the generator (its EMA
+    when kept) every ``cfg.eval_every`` steps and at the end; the best evaluation's checkpoint
+    is kept as ``best.pt``. A non-finite loss or weight rolls the run back to its newest finite
+    checkpoint (or its initial state) with halved learning rates, up to ``cfg.max_rollbacks``
+    times; then TrainingError says why. ``may_write`` is asked before each checkpoint is
+    published (``gan.checkpoint.save_checkpoint``): False ends the run with WriteRefused, that
+    checkpoint unwritten.
     """
     check_compatible(cfg, dataset)
     device = pick_device(cfg.device)
