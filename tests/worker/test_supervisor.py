@@ -5,9 +5,13 @@ cancel noticed within a couple of seconds whatever the job's log_every."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -43,6 +47,55 @@ def test_gpu_slots_are_bound_to_their_gpu_with_a_share_of_its_memory():
 def test_without_gpus_or_jobs_one_slot_keeps_torchs_defaults():
     [plan] = plan_slots([], 1, cpu_jobs=None, cores=8)
     assert (plan.index, plan.env) == (0, {})  # today's single worker
+
+
+# A stand-in slot: notes its pid and environment, sleeps, and notes a SIGTERM before exiting.
+FAKE_SLOT = """
+import json, os, signal, sys, time
+from pathlib import Path
+folder = Path(sys.argv[1])
+me = folder / f"slot{os.environ['GAN_SLOT_INDEX']}-{os.getpid()}"
+def stop(*_):
+    me.with_suffix(".stopped").touch()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+mine = {k: v for k, v in os.environ.items() if k.startswith(("GAN_SLOT", "OMP"))}
+me.write_text(json.dumps(mine))
+while True:
+    time.sleep(0.1)
+"""
+SUPERVISE = """
+import sys
+from worker.supervisor import Supervisor, plan_slots
+command = [sys.executable, "-c", sys.argv[1], sys.argv[2]]
+sys.exit(Supervisor(plan_slots([], 1, cpu_jobs=2, cores=4), command).run())
+"""
+
+
+def started(folder: Path, index: int) -> list[int]:
+    """The pids of slot ``index``'s processes so far, oldest first."""
+    found = sorted(folder.glob(f"slot{index}-*"), key=lambda p: p.stat().st_mtime)
+    return [int(p.name.rsplit("-", 1)[1]) for p in found if not p.suffix]
+
+
+def test_the_supervisor_replaces_a_dead_slot_and_passes_sigterm_on(tmp_path: Path) -> None:
+    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISE, FAKE_SLOT, str(tmp_path)])
+    try:
+        wait_for(lambda: started(tmp_path, 0) and started(tmp_path, 1), 60, "two slots")
+        [first] = started(tmp_path, 0)
+        env = json.loads((tmp_path / f"slot0-{first}").read_text())
+        assert env["GAN_SLOT_THREADS"] == env["OMP_NUM_THREADS"] == "2"  # 4 cores, 2 slots
+        assert env["GAN_SLOT_PARENT"] == str(supervisor.pid)
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: len(started(tmp_path, 0)) == 2, 30, "a new slot 0")
+        [second] = started(tmp_path, 0)[1:]
+        [other] = started(tmp_path, 1)
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=30) == 0
+        for pid, index in ((second, 0), (other, 1)):  # each was told, and stopped
+            assert (tmp_path / f"slot{index}-{pid}.stopped").is_file()
+    finally:
+        supervisor.kill()
 
 
 def slot_pid(service: Service, job_id: str) -> int:
