@@ -1,8 +1,8 @@
-"""The ``gan`` command: ``gan serve`` (API plus one worker), ``gan worker``, ``gan db`` (the job
-store's schema migrations), ``gan keys`` (API keys), the local commands of ``gan.cli``
-(``gan train``, ``gan sample``) that need no service, and the client commands of ``api.remote``
-(``gan submit``, ``jobs``, ``status``, ``watch``, ``cancel``, ``resume``, ``delete``, and
-``gan sample`` of a job) that talk to one."""
+"""The ``gan`` command: ``gan serve`` (API plus one worker), ``gan worker`` (training slots),
+``gan db`` (the job store's schema migrations), ``gan keys`` (API keys), the local commands of
+``gan.cli`` (``gan train``, ``gan sample``) that need no service, and the client commands of
+``api.remote`` (``gan submit``, ``jobs``, ``status``, ``watch``, ``cancel``, ``resume``,
+``delete``, and ``gan sample`` of a job) that talk to one."""
 
 from __future__ import annotations
 
@@ -232,6 +232,74 @@ def keys_command(args: argparse.Namespace) -> None:
             print(f"revoked {args.id}")
 
 
+# --- gan worker: training slots (worker/supervisor.py) ----------------------------------------
+
+
+def add_worker_command(commands: Any) -> None:
+    worker_cmd = commands.add_parser(
+        "worker",
+        help="run a training worker: one or more slots, each training one job at a time",
+        description="Train jobs: one slot per visible GPU by default (one CPU slot without "
+        "GPUs). Each slot is a process of its own, bound to one GPU with its share of the "
+        "GPU's memory and of the CPU's cores; a slot that dies is replaced, SIGTERM or Ctrl-C "
+        "checkpoints and requeues every running job.",
+    )
+    where = worker_cmd.add_mutually_exclusive_group()
+    where.add_argument(
+        "--gpus",
+        type=gpu_list,
+        help="the GPUs to train on, e.g. 0,1 (default: every visible GPU)",
+    )
+    where.add_argument("--gpu", type=gpu_list, dest="gpus", help=argparse.SUPPRESS)  # older
+    where.add_argument(
+        "--jobs",
+        type=positive_int,
+        help="train this many jobs at once on the CPU (each with cores/JOBS threads; CUDA is "
+        "hidden from them)",
+    )
+    worker_cmd.add_argument(
+        "--jobs-per-gpu",
+        type=positive_int,
+        default=1,
+        help="jobs each GPU trains at once, each with 1/K of its memory (default 1)",
+    )
+
+
+def gpu_list(text: str) -> list[str]:
+    gpus = [gpu.strip() for gpu in text.split(",") if gpu.strip()]
+    if not gpus:
+        raise argparse.ArgumentTypeError("name at least one GPU, e.g. 0 or 0,1")
+    return gpus
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def worker_command(args: argparse.Namespace) -> None:
+    """`gan worker`: supervise the planned slots until SIGTERM or Ctrl-C."""
+    from worker.supervisor import Supervisor, plan_slots, requeue_orphans, visible_gpus
+
+    if args.jobs is not None and args.jobs_per_gpu != 1:
+        sys.exit("gan: --jobs-per-gpu is for GPU slots; --jobs K runs K slots on the CPU")
+    gpus = [] if args.jobs else args.gpus if args.gpus is not None else visible_gpus()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    plans = plan_slots(gpus, args.jobs_per_gpu, args.jobs, cores or 1)
+    if len(plans) == 1 and not plans[0].env:  # no GPU, no --jobs: one slot with torch's
+        from worker.main import run_worker  # defaults, in this process, as a worker always was
+
+        run_worker()
+        return
+    requeue_orphans(get_settings())
+    sys.exit(Supervisor(plans).run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="gan", description=__doc__)
@@ -247,11 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="API processes sharing the port (sampling is CPU work: one per core serves the "
         "most; each keeps its own caches and rate limits)",
     )
-    worker_cmd = commands.add_parser("worker", help="run one training worker")
-    worker_cmd.add_argument(
-        "--gpu",
-        help="train on this GPU only (sets CUDA_VISIBLE_DEVICES): run one worker per GPU",
-    )
+    add_worker_command(commands)
     add_db_commands(commands)
     add_keys_commands(commands)
     local_cli.add_commands(commands)
@@ -275,12 +339,8 @@ def main(argv: list[str] | None = None) -> None:
     elif remote.run(args, parser):
         pass
     elif not local_cli.run(args, parser):
-        from worker.main import run_worker
-
-        if args.gpu is not None:  # read when CUDA starts, which is later than this
-            os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu
         migrate_job_store()
-        run_worker()
+        worker_command(args)
 
 
 if __name__ == "__main__":

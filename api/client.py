@@ -84,6 +84,31 @@ class Checkpoint(TypedDict):
     download: str
 
 
+class Slot(TypedDict):
+    id: str  # host/pid, as a job's "worker" names it
+    slot: int
+    device: str  # "cuda:1", "cuda" or "cpu"
+    threads: int
+    busy: bool
+    job_id: str | None  # the job it trains, when it is yours
+    seen_at: str
+
+
+class Worker(TypedDict):
+    name: str  # host/pid of the `gan worker`
+    host: str
+    slots: list[Slot]
+    busy: int
+
+
+class Workers(TypedDict):
+    """``GET /workers``: the live workers and their slots."""
+
+    workers: list[Worker]
+    slots_total: int
+    slots_busy: int
+
+
 class Event(NamedTuple):
     """One Server-Sent Event of ``GET /jobs/{id}/events``: its id (for ``last_event_id``), its
     type (``state``, ``progress`` or ``checkpoint``) and its JSON data."""
@@ -289,6 +314,10 @@ class Client:
         """Every preset's full config, by name."""
         listing = self._json("GET", "/presets")
         return {preset["name"]: preset["config"] for preset in listing["presets"]}
+
+    def workers(self) -> Workers:
+        """The live workers, their slots (device, threads, the job each trains) and totals."""
+        return cast(Workers, self._json("GET", "/workers"))
 
     # --- following a job -----------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from api.routes import (
     presets,
     prometheus,
     samples,
+    workers,
 )
 
 DESCRIPTION = """
@@ -59,6 +60,7 @@ def create_app() -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(presets.router)
     app.include_router(datasets.router)
+    app.include_router(workers.router)
     app.include_router(health.router)
     app.include_router(prometheus.router)
     app.include_router(dashboard.router)  # the web dashboard at /, its files at /ui

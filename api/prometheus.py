@@ -7,7 +7,9 @@ Read from the job store and the broker when scraped (so every API process serves
 - ``gan_training_images_per_second``: the sum of the running jobs' latest throughput (their
   count is ``gan_jobs{state="running"}``; no job id labels, whose number has no bound);
 - ``gan_queue_depth{queue}``: training tasks waiting in the broker (no sample when the broker
-  does not answer: the scrape never fails for it).
+  does not answer: the scrape never fails for it);
+- ``gan_worker_slots`` and ``gan_worker_slots_busy``: the live workers' training slots, and
+  those training a job (``worker.store.workers``).
 
 Measured by the API processes (summed over `gan serve --processes N`: ``api.metricsdir``):
 - ``gan_sampling_latency_seconds{route, status}``: time to answer the sampling routes, by route
@@ -38,6 +40,7 @@ from api.metricsdir import scrape_registry
 from api.readiness import describe
 from worker.broker import is_embedded, is_redis
 from worker.settings import Settings
+from worker.store import workers
 from worker.store.db import get_engine
 from worker.store.models import Job
 from worker.store.states import FINAL_STATES, RUNNING, STATES
@@ -88,6 +91,7 @@ class ServiceCollector:
     def collect(self) -> Iterator[Metric]:
         yield from self._job_metrics()
         yield self._queue_depth()
+        yield from self._slot_metrics()
 
     def _job_metrics(self) -> Iterator[Metric]:
         try:
@@ -119,6 +123,20 @@ class ServiceCollector:
             ]
             histogram.add_metric([state], [*buckets, ("+Inf", d.count)], d.seconds)
         yield histogram
+
+    def _slot_metrics(self) -> Iterator[Metric]:
+        try:
+            with Session(get_engine(self.settings.database_url)) as session:
+                total, busy = workers.slot_counts(session, self.settings.lease_s)
+        except SQLAlchemyError as e:
+            log.warning("metrics: the job store did not answer: %s", describe(e))
+            return
+        yield GaugeMetricFamily(
+            "gan_worker_slots", "Training slots of the live workers.", value=total
+        )
+        yield GaugeMetricFamily(
+            "gan_worker_slots_busy", "Training slots that train a job now.", value=busy
+        )
 
     def _queue_depth(self) -> GaugeMetricFamily:
         family = GaugeMetricFamily(

@@ -21,7 +21,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,7 +34,7 @@ from gan.config import PRESETS, ConfigError
 from worker.settings import get_settings
 from worker.store.states import FINAL_STATES, STATES
 
-COMMANDS = ("submit", "jobs", "status", "watch", "cancel", "resume", "delete")
+COMMANDS = ("submit", "jobs", "status", "watch", "cancel", "resume", "delete", "workers")
 BAR_WIDTH = 24
 LINE_EVERY_S = 2.0  # a watch writing to a file or pipe prints a progress line this often
 
@@ -90,6 +90,11 @@ def add_commands(commands: Any) -> None:
         if name == "resume":
             command.add_argument("--steps", type=int, help="train to this new total of steps")
         add_service_options(command)
+
+    workers = commands.add_parser(
+        "workers", help="list the live workers, their slots and the jobs they train"
+    )
+    add_service_options(workers)
 
     sample = commands.choices["sample"]
     for action in sample._actions:  # the positional argument of gan.cli's command
@@ -178,10 +183,34 @@ def jobs_command(client: Client, args: argparse.Namespace) -> int:
         print("no jobs" + (f" in state {', '.join(args.state)}" if args.state else ""))
         return 0
     header = ("ID", "STATE", "PRESET", "STEP", "IMG/S", "BEST FID", "WARNINGS", "CREATED (UTC)")
+    print_table(header, rows)
+    return 0
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Rows under a header, in columns as wide as their widest cell."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         print("  ".join(cells).rstrip())
+
+
+def workers_command(client: Client, args: argparse.Namespace) -> int:
+    listing = client.workers()
+    rows = [
+        (
+            worker["name"],
+            str(slot["slot"]),
+            slot["device"],
+            str(slot["threads"]),
+            slot["job_id"] or ("(another key's job)" if slot["busy"] else "idle"),
+        )
+        for worker in listing["workers"]
+        for slot in worker["slots"]
+    ]
+    if rows:
+        print_table(("WORKER", "SLOT", "DEVICE", "THREADS", "JOB"), rows)
+    print(f"{listing['slots_busy']} of {listing['slots_total']} slots busy")
     return 0
 
 
@@ -245,6 +274,7 @@ HANDLERS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "resume": resume_command,
     "delete": delete_command,
     "sample": sample_command,
+    "workers": workers_command,
 }
 
 

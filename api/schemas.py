@@ -71,7 +71,7 @@ JobSpec = create_model(  # type: ignore[call-overload]
 
 JOB_STATES_DOC = (
     "queued (waiting for a worker), running, cancelling (asked to stop; its worker checkpoints "
-    "and stops at its next progress report), succeeded, failed (error says why), cancelled. "
+    "and stops within a second and a step), succeeded, failed (error says why), cancelled. "
     "Running jobs whose worker is lost return to queued and resume from their newest checkpoint."
 )
 
@@ -218,3 +218,32 @@ class CheckpointList(BaseModel):
     checkpoints: list[CheckpointOut] = Field(
         description="Oldest first (by step), best.pt after the step file of its step."
     )
+
+
+class SlotOut(BaseModel):
+    """A training slot: a worker process that trains one job at a time on one device."""
+
+    id: str = Field(description="host/pid: what a job's `worker` field names.")
+    slot: int = Field(description="Its index among its worker's slots.")
+    device: str = Field(description='"cuda:<GPU id on the host>", "cuda" or "cpu".')
+    threads: int = Field(description="Its CPU threads.")
+    busy: bool = Field(description="Whether it trains a job now (yours or another key's).")
+    job_id: str | None = Field(description="The job it trains, when that job is yours.")
+    seen_at: datetime = Field(description="Its latest heartbeat, UTC.")
+
+
+class WorkerOut(BaseModel):
+    """A `gan worker` and its slots."""
+
+    name: str = Field(description="host/pid of the `gan worker` command.")
+    host: str
+    slots: list[SlotOut] = Field(description="By index.")
+    busy: int = Field(description="Its slots that train a job now.")
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerOut] = Field(
+        description="Live workers: those with a slot heard from within a lease (GAN_LEASE_S)."
+    )
+    slots_total: int
+    slots_busy: int

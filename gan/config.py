@@ -157,7 +157,7 @@ class TrainConfig:
     seed: int = _f(
         0, "seeds weights, noise and data order: same spec + seed → same run", "Essentials"
     )
-    log_every: int = _f(50, "steps between progress reports (and should_stop checks)", "Essentials")
+    log_every: int = _f(50, "steps between progress reports", "Essentials")
     checkpoint_every: int = _f(
         200, "steps between checkpoints (one is always written at the end)", "Essentials"
     )

@@ -7,7 +7,8 @@ checkpoint in ``out_dir``, then loops over named phases until ``cfg.max_steps``:
     train step   d_steps D updates, one G update, the EMA              (gan.steps.train_step)
     evaluate     every eval_every steps: score the sampling generator, keep best.pt
     checkpoint   every checkpoint_every steps, at the end and on an early stop
-    report       every log_every steps: check the losses, report progress, poll should_stop
+    report       every log_every steps: check the losses, report progress (and at once when
+                 should_stop, polled after every step, says to stop)
 
 A non-finite loss or weight (``Diverged``, found where the loop reads the losses: at reports and
 checkpoints) rolls the state back to the newest finite checkpoint, or to the initial state, with
@@ -168,13 +169,14 @@ def train(
     """Train a GAN on ``dataset`` and write checkpoints to ``out_dir``.
 
     ``progress`` is called every ``cfg.log_every`` steps and at the end; ``should_stop`` is
-    polled at the same points, and a True answer checkpoints and returns early. ``evaluator``
-    scores the generator (its EMA when kept) every ``cfg.eval_every`` steps and at the end; the
-    best evaluation's checkpoint is kept as ``best.pt``. A non-finite loss or weight rolls the run
-    back to its newest finite checkpoint (or its initial state) with halved learning rates, up to
-    ``cfg.max_rollbacks`` times; then TrainingError says why. ``may_write`` is asked before
-    each checkpoint is published (``gan.checkpoint.save_checkpoint``): False ends the run with
-    WriteRefused, that checkpoint unwritten.
+    polled after every step (so it must be cheap, a flag that another thread sets), and a True
+    answer checkpoints, reports and returns early. ``evaluator`` scores the generator (its EMA
+    when kept) every ``cfg.eval_every`` steps and at the end; the best evaluation's checkpoint
+    is kept as ``best.pt``. A non-finite loss or weight rolls the run back to its newest finite
+    checkpoint (or its initial state) with halved learning rates, up to ``cfg.max_rollbacks``
+    times; then TrainingError says why. ``may_write`` is asked before each checkpoint is
+    published (``gan.checkpoint.save_checkpoint``): False ends the run with WriteRefused, that
+    checkpoint unwritten.
     """
     check_compatible(cfg, dataset)
     device = pick_device(cfg.device)
@@ -202,11 +204,13 @@ def train(
                 if s.step % cfg.checkpoint_every == 0 or end or early_stop:
                     saved = checkpoint(cfg, s, stats, out_dir, saved, may_write)
 
-                if s.step % cfg.log_every == 0 or end or early_stop:
+                # Polled after every step (it must be cheap: a flag), so that a stop is noticed
+                # within one step whatever log_every is; a stop reports at once.
+                stop = should_stop is not None and not end and not early_stop and should_stop()
+                if s.step % cfg.log_every == 0 or end or early_stop or stop:
                     d, g = healthy_losses(s, stats)
                     s.monitor.observe_losses(s.step, cfg.loss, d)
                     rate = throughput.read(s.step)
-                    stop = should_stop is not None and not end and not early_stop and should_stop()
                     if stop:  # checkpoint before the report, so the report names it
                         saved = checkpoint(cfg, s, stats, out_dir, saved, may_write)
                     if progress is not None:

@@ -215,6 +215,13 @@ def test_the_dashboard_with_an_api_key(tmp_path: Path, mnist_dir: Path, page: Pa
         resume_and_reload(page, service, worker, 100)
         seen = page.locator(".mode").get_attribute("data-seen") or ""
         assert "live" in seen and "polling" not in seen, seen
+
+        # The capacity: the second worker's one slot (the first one's left with it), idle now.
+        page.locator("a[data-nav=workers]").click()
+        expect(page.locator("[data-field=slots]")).to_have_text("0 of 1 slots busy")
+        expect(page.locator("tr.slot-row")).to_have_count(1)
+        expect(page.locator("tr.slot-row")).to_contain_text("idle")
+        expect(page.locator("tr.slot-row")).to_contain_text("cpu")
     finally:
         service.stop()
 

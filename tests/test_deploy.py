@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import importlib.util
 import json
 import re
 import shlex
@@ -28,6 +29,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PYPROJECT = ROOT / "pyproject.toml"
+GPU_COMPOSE = ROOT / "deploy" / "gpu_compose.py"
 
 APP_SERVICES = ("api", "worker")
 MIGRATE_SERVICE = "migrate"  # runs `gan db upgrade` once, before the app services start
@@ -100,11 +102,18 @@ def dockerfile_env(instructions: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def command_argv(service: dict[str, Any]) -> list[str]:
+    """The service's command as compose runs it on a host that sets no variables of its own
+    (``${NAME:-default}`` becomes the default)."""
     command = service.get("command")
     if isinstance(command, str):
-        return shlex.split(command)
+        return [defaults(part) for part in shlex.split(command)]
     assert isinstance(command, list), f"no command: {service}"
-    return [str(part) for part in command]
+    return [defaults(str(part)) for part in command]
+
+
+def defaults(text: str) -> str:
+    """``text`` with each ``${NAME:-default}`` replaced by its default."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", text)
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
@@ -114,10 +123,7 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(env, list):
         pairs = [item.partition("=") for item in env]
         env = {name: value for name, _, value in pairs}
-    return {
-        str(name): re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", "" if value is None else str(value))
-        for name, value in env.items()
-    }
+    return {str(name): defaults("" if value is None else str(value)) for name, value in env.items()}
 
 
 def mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
@@ -186,11 +192,40 @@ def test_api_and_worker_run_one_image(services: dict[str, dict[str, Any]]) -> No
     assert api.get("image") and api.get("image") == worker.get("image")
 
 
-def test_worker_reserves_an_nvidia_gpu(services: dict[str, dict[str, Any]]) -> None:
-    devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+def reserved_gpus(service: dict[str, Any]) -> list[str]:
+    """The ids of the NVIDIA GPUs the service reserves."""
+    devices = service["deploy"]["resources"]["reservations"]["devices"]
     gpus = [d for d in devices if d.get("driver") == "nvidia" and "gpu" in d["capabilities"]]
-    assert gpus, devices
-    assert gpus[0].get("count", "all") in (1, "all")
+    assert len(gpus) == 1 and "count" not in gpus[0], devices  # by id: count and --scale
+    return [str(gpu) for gpu in gpus[0]["device_ids"]]  # would give replicas the same GPU
+
+
+def test_worker_reserves_nvidia_gpu_0_by_id(services: dict[str, dict[str, Any]]) -> None:
+    assert reserved_gpus(services["worker"]) == ["0"]
+
+
+def load_gpu_compose() -> Any:
+    spec = importlib.util.spec_from_file_location("gpu_compose", GPU_COMPOSE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_generator_writes_one_worker_service_per_gpu(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    text = load_gpu_compose().with_gpu_workers(COMPOSE_FILE.read_text(), ["0", "2", "3"])
+    generated = yaml.safe_load(text)["services"]
+    workers = {name: s for name, s in generated.items() if name.startswith("worker")}
+    assert {name: reserved_gpus(s) for name, s in workers.items()} == {
+        "worker": ["0"], "worker-gpu2": ["2"], "worker-gpu3": ["3"],
+    }  # fmt: skip
+    for worker in workers.values():  # the same service otherwise
+        assert {**worker, "deploy": None} == {**services["worker"], "deploy": None}
+    assert {n: s for n, s in generated.items() if n not in workers} == {
+        n: s for n, s in services.items() if n != "worker"
+    }
 
 
 def test_worker_has_time_for_a_warm_shutdown(services: dict[str, dict[str, Any]]) -> None:
@@ -342,7 +377,8 @@ def test_compose_commands_parse_with_the_real_cli(services: dict[str, dict[str, 
     api_args = parse_cli(command_argv(services["api"]))
     assert (api_args.command, api_args.host, api_args.port) == ("serve", "0.0.0.0", API_PORT)
     assert api_args.no_worker  # the worker service runs the worker
-    assert parse_cli(command_argv(services["worker"])).command == "worker"
+    worker = parse_cli(command_argv(services["worker"]))
+    assert (worker.command, worker.jobs_per_gpu, worker.jobs) == ("worker", 1, None)
 
 
 def test_cli_rejects_unknown_flags() -> None:

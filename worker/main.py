@@ -1,4 +1,5 @@
-"""Starting a worker process: ``gan worker`` or ``python -m worker``."""
+"""Starting a worker process: one training slot (``worker.slot``), run by `gan worker`'s
+supervisor (``worker.supervisor``) or alone (``python -m worker``)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import logging
 from worker.celery_app import app
 from worker.reconcile import Reconciler
 from worker.settings import get_settings
+from worker.slot import SlotBeat, apply_limits, get_slot_settings
+from worker.tasks import worker_id
 
 log = logging.getLogger(__name__)
 
 
 def run_worker(loglevel: str = "INFO") -> None:
     """Run a Celery worker in this process, one job at a time, no forking (CUDA-safe), with the
-    reconciler in a thread beside it."""
-    settings = get_settings()
-    stop = Reconciler(settings, app).start()
+    reconciler and the slot's heartbeat in threads beside it."""
+    settings, slot = get_settings(), get_slot_settings()
+    apply_limits(slot)
+    stop = Reconciler(settings, app).start(alone=not slot.worker)
+    beat = SlotBeat(settings, slot).start()
     try:
         app.worker_main(
             [
@@ -24,10 +29,13 @@ def run_worker(loglevel: str = "INFO") -> None:
                 "--concurrency=1",
                 f"--queues={settings.task_queue}",
                 f"--loglevel={loglevel}",
+                # A node name of its own, so that `celery inspect` tells the slots apart.
+                f"--hostname=slot{slot.index}-{worker_id().rpartition('/')[2]}@%h",
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
             ]
         )
     finally:
+        beat.stop()
         stop.set()

@@ -194,11 +194,13 @@ class Reconciler:
         except Exception:
             log.exception("reconciler pass failed")
 
-    def start(self) -> threading.Event:
+    def start(self, *, alone: bool = True) -> threading.Event:
         """A first pass now, before this worker takes any task, then ``run_forever`` in a
         daemon thread; set the returned event to stop it. With the embedded filesystem broker,
-        which serves one worker, the first pass takes every leased job for lost."""
-        self._pass(all_leases_dead=is_embedded(self.settings.broker_url))
+        which serves one worker, the first pass of a worker ``alone`` takes every leased job
+        for lost (a slot of `gan worker` is not alone: its supervisor did that before starting
+        the slots, ``worker.supervisor.requeue_orphans``)."""
+        self._pass(all_leases_dead=alone and is_embedded(self.settings.broker_url))
         stop = threading.Event()
         thread = threading.Thread(target=self.run_forever, args=(stop,), daemon=True)
         thread.start()

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -62,14 +63,17 @@ WAIT_RETRY_S = 5.0
 CLAIM_RETRY_MAX_S = 30.0
 # Seconds between tries to reach an unreachable store (lease renewals, recording a job's end).
 STORE_RETRY_EVERY_S = 1.0
+# Seconds between the lease thread's reads of the job's state: a cancel, a delete or a lost
+# lease is noticed within this (plus one training step), whatever the job's log_every.
+WATCH_EVERY_S = 1.0
 # Progress reports kept while the store is unreachable, recorded in order once it is back; past
 # this many the oldest leave the time series (the newest report is always kept).
 MAX_UNWRITTEN_REPORTS = 10_000
 
 T = TypeVar("T")
 
-# Set when the worker is asked to shut down (SIGTERM, Ctrl-C): the running job checkpoints at its
-# next progress report and goes back on the queue, instead of holding the shutdown for hours.
+# Set when the worker is asked to shut down (SIGTERM, Ctrl-C): the running job checkpoints at the
+# end of its step under way and goes back on the queue, instead of holding the shutdown for hours.
 _shutting_down = threading.Event()
 
 
@@ -105,7 +109,9 @@ class Lease:
     """The lease of a job this worker trains: renewed from a thread every third of its length
     (every second while the store is unreachable), and by every write (``write``). ``lost`` is
     set once it is no longer ours: the job was deleted, or another worker took it after
-    presuming this one dead.
+    presuming this one dead. Between renewals the same thread reads the job's state every
+    ``WATCH_EVERY_S`` and sets ``leaving`` once it is no longer running (cancelled): the
+    trainer's ``should_stop`` reads these flags after every step, for nothing.
 
     The store may be unreachable for a while (PostgreSQL restarting): progress reports then
     wait in memory (``report``) and go in, in order, with the next write that succeeds, and
@@ -116,6 +122,7 @@ class Lease:
         self.url, self.job_id, self.token = settings.database_url, job_id, token
         self.lease_s, self.store_retry_s = settings.lease_s, settings.store_retry_s
         self.lost = threading.Event()
+        self.leaving = threading.Event()  # the job is no longer running (a cancel)
         # When this worker last tried to renew, and whether it has been paused (stopped, or
         # starved) for longer than a lease since it last renewed: see ``may_write``.
         self._tried_at, self._paused = time.monotonic(), False
@@ -133,20 +140,34 @@ class Lease:
 
     def _beat(self) -> None:
         every = self.lease_s / 3
-        wait = every
-        while not self._done.wait(wait):
+        renew_at, failing = time.monotonic() + every, False
+        while not self._done.wait(min(WATCH_EVERY_S, every)):
             try:
-                renewed = self._renew()
+                if failing or time.monotonic() >= renew_at:
+                    if not self._renew():
+                        return
+                    renew_at = time.monotonic() + every
+                if not self._watch():
+                    return
             except SQLAlchemyError as e:  # the store is down: keep training, keep trying
-                if wait == every:
+                if not failing:
                     log.warning("job %s: could not renew the lease: %s", self.job_id, e)
-                wait = min(STORE_RETRY_EVERY_S, every)  # soon: the lease runs out meanwhile
+                failing = True  # renew every second: the lease runs out meanwhile
                 continue
-            if wait != every:
+            if failing:
                 log.info("job %s: lease renewed; the job store is back", self.job_id)
-            wait = every
-            if not renewed:
-                return
+            failing = False
+
+    def _watch(self) -> bool:
+        """Read the job's state: set ``lost`` (and return False) when the lease is no longer
+        ours, ``leaving`` when the job is no longer running."""
+        state = self.state()
+        if state is None:
+            self.lost.set()
+            return False
+        if state != RUNNING:
+            self.leaving.set()
+        return True
 
     def _renew(self) -> bool:
         """Renew the lease in the store; False (and ``lost`` set) when it is no longer ours."""
@@ -270,17 +291,11 @@ def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease
 
     def should_stop() -> bool:
         """Stop when the worker shuts down, the job is cancelled or deleted, or the lease is
-        lost; checked at every progress report."""
-        if _shutting_down.is_set() or lease.lost.is_set():
-            return True
-        try:
-            return lease.state() != RUNNING
-        except SQLAlchemyError as e:  # the store is down: train on; the lease decides
-            log.warning("job %s: could not read its state: %s", job_id, e)
-            return False
+        lost: flags, read after every step (the lease's thread watches the store)."""
+        return _shutting_down.is_set() or lease.lost.is_set() or lease.leaving.is_set()
 
     error: str | None = None
-    stopped = False
+    stopped = broken = False
     try:
         cfg = from_dict(config)
         dataset = load_dataset(
@@ -317,9 +332,13 @@ def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease
             log.exception("job %s failed", job_id)
         else:
             log.error("job %s failed: %s", job_id, error)
+        broken = is_device_error(e)
     if error is not None:
         release_memory()  # what the failed run held, before the next job
     _record_end(job_id, settings, lease, stopped=stopped, error=error)
+    if error is not None and broken:  # the CUDA context may be unusable: a fresh process
+        log.error("a device error: stopping this worker (its supervisor starts a new one)")
+        os.kill(os.getpid(), signal.SIGTERM)  # a warm stop, once this task has returned
 
 
 def _record_end(
@@ -362,6 +381,14 @@ def is_out_of_memory(error: BaseException) -> bool:
         return True
     return isinstance(error, RuntimeError) and any(
         sign in str(error).lower() for sign in OUT_OF_MEMORY_SIGNS
+    )
+
+
+def is_device_error(error: BaseException) -> bool:
+    """Whether ``error`` came from the GPU itself (an illegal address, a launch failure): the
+    process's CUDA context may be broken for every later job, so the slot is replaced."""
+    return isinstance(error, torch.AcceleratorError) or (
+        isinstance(error, RuntimeError) and "CUDA error" in str(error)
     )
 
 

@@ -1,7 +1,8 @@
 /* The GAN service's dashboard: plain JavaScript modules, no build step, no third-party code.
  *
  * Views are hash routes: #/jobs (the job list, ?state= filter; jobs.js), #/jobs/<id> (one job:
- * progress, charts, samples, spec, actions; job.js) and #/new (the submit form; form.js).
+ * progress, charts, samples, spec, actions; job.js), #/new (the submit form; form.js) and
+ * #/workers (the workers, their slots and what each trains; workers.js).
  * Everything comes from the API (api.js), which the page calls like any other client; a job page
  * follows its job through the job's Server-Sent Events, or by polling (feed.js). Text from the
  * API is only ever inserted as text nodes, never as HTML (dom.js).
@@ -14,6 +15,7 @@ import { replace } from "./dom.js";
 import { newJobView } from "./form.js";
 import { jobView } from "./job.js";
 import { jobsView } from "./jobs.js";
+import { workersView } from "./workers.js";
 
 function setUpKeyForm() {
   const form = document.getElementById("keyform");
@@ -40,6 +42,9 @@ function route() {
   } else if (parts[0] === "new") {
     current = newJobView();
     nav = "new";
+  } else if (parts[0] === "workers") {
+    current = workersView();
+    nav = "workers";
   } else {
     current = jobsView(new URLSearchParams(query));
   }

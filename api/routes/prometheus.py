@@ -23,7 +23,8 @@ router = APIRouter(tags=["operations"])
 def prometheus_metrics(request: Request, settings: SettingsDep) -> Response:
     """Metrics for Prometheus, read from the job store and the broker at each scrape:
     `gan_jobs{state}`, `gan_job_duration_seconds{state}` (histogram of finished jobs),
-    `gan_training_images_per_second` (sum over running jobs), `gan_queue_depth{queue}`; and
+    `gan_training_images_per_second` (sum over running jobs), `gan_queue_depth{queue}`,
+    `gan_worker_slots` and `gan_worker_slots_busy` (the live workers' training slots); and
     measured by the API processes (summed over `gan serve --processes N`, whichever answers):
     `gan_sampling_latency_seconds{route, status}`."""
     metrics: ApiMetrics = request.app.state.metrics

@@ -1,9 +1,14 @@
-"""The service's `gan` command: API keys and the guard against serving open to the network."""
+"""The service's `gan` command: API keys, the guard against serving open to the network, and
+`gan worker`'s flags."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from api.cli import build_parser
 
 GAN = str(Path(sys.executable).with_name("gan"))
 
@@ -35,3 +40,18 @@ def test_serving_to_the_network_without_keys_is_refused(settings):
     refused = gan(settings, "serve", "--host", "0.0.0.0", "--port", "1", "--no-worker")
     assert refused.returncode != 0
     assert "without API keys" in refused.stderr and "gan keys create" in refused.stderr
+
+
+def test_worker_flags_parse_into_slots():
+    parse = build_parser().parse_args
+    gpus = parse(["worker", "--gpus", "0,1", "--jobs-per-gpu", "4"])
+    assert (gpus.gpus, gpus.jobs_per_gpu, gpus.jobs) == (["0", "1"], 4, None)
+    assert parse(["worker", "--gpu", "1"]).gpus == ["1"]  # the older flag
+    cpu = parse(["worker", "--jobs", "2"])
+    assert (cpu.gpus, cpu.jobs) == (None, 2)
+    default = parse(["worker"])
+    assert (default.gpus, default.jobs_per_gpu, default.jobs) == (None, 1, None)
+    for wrong in (["--jobs", "0"], ["--jobs-per-gpu", "x"], ["--gpus", ","],
+                  ["--jobs", "2", "--gpus", "0"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            parse(["worker", *wrong])

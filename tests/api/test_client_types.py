@@ -15,6 +15,9 @@ PAIRS = [
     (client.JobWarning, schemas.WarningOut),
     (client.Checkpoint, schemas.CheckpointOut),
     (client.Metrics, schemas.MetricsOut),
+    (client.Slot, schemas.SlotOut),
+    (client.Worker, schemas.WorkerOut),
+    (client.Workers, schemas.WorkerList),
 ]
 
 

@@ -13,7 +13,8 @@ def test_a_job_store_that_does_not_answer_is_a_503_to_retry(client, settings):
     app.dependency_overrides[get_settings] = lambda: settings.model_copy(
         update={"database_url": nothing_listens}
     )
-    for method, path in [("GET", "/jobs"), ("POST", "/jobs"), ("GET", "/jobs/x/events")]:
+    for method, path in [("GET", "/jobs"), ("POST", "/jobs"), ("GET", "/jobs/x/events"),
+                         ("GET", "/workers")]:  # fmt: skip
         response = client.request(method, path, json={"dataset": "ring8"})
         assert response.status_code == 503, response.text
         assert response.headers["Retry-After"] == "5"
@@ -24,7 +25,7 @@ def test_a_job_store_that_does_not_answer_is_a_503_to_retry(client, settings):
 def test_openapi_documents_the_503_of_every_route_that_reads_the_store(client):
     paths = client.get("/openapi.json").json()["paths"]
     store_routes = [(p, op) for p, ops in paths.items() for op in ops.values()
-                    if p.startswith(("/jobs", "/datasets"))]  # fmt: skip
+                    if p.startswith(("/jobs", "/datasets", "/workers"))]  # fmt: skip
     assert len(store_routes) >= 15
     for path, operation in store_routes:
         assert STORE_DOWN in operation["responses"]["503"]["description"], path

@@ -113,7 +113,7 @@ def test_an_empty_store_has_every_state_at_zero(client):
         assert value(families, "gan_job_duration_seconds_count", state=state) == 0
 
 
-def test_a_scrape_makes_two_queries(client, settings):
+def test_a_scrape_makes_three_queries(client, settings):
     client.get("/metrics")  # the engine and its tables exist
     statements: list[str] = []
     engine = get_engine(settings.database_url)
@@ -126,7 +126,9 @@ def test_a_scrape_makes_two_queries(client, settings):
         client.get("/metrics")
     finally:
         event.remove(engine, "before_cursor_execute", count)
-    assert len(statements) == 2 and all("GROUP BY" in s for s in statements), statements
+    jobs, slots = statements[:2], statements[2:]
+    assert len(jobs) == 2 and all("GROUP BY" in s for s in jobs), statements
+    assert len(slots) == 1 and "worker_slots" in slots[0], statements
 
 
 def test_queue_depth_on_the_filesystem_broker(client, settings):

@@ -216,16 +216,16 @@ def test_progress_should_stop_and_checkpoint_schedule(tmp_path, mnist):
         small(mnist, 512),
         tmp_path,
         progress=reports.append,
-        should_stop=lambda: len(reports) >= 3,  # polled before the 4th report
+        should_stop=lambda: len(reports) >= 3,  # polled after every step: true after step 30
     )
-    assert result.stopped and result.step == 40
-    assert [r.step for r in reports] == [10, 20, 30, 40]
+    assert result.stopped and result.step == 31  # noticed at the next step, not the next report
+    assert [r.step for r in reports] == [10, 20, 30, 31]
     assert reports[2].checkpoint_step == 25 and all(r.total_steps == 100 for r in reports)
-    assert reports[-1].checkpoint_step == 40  # the stop's checkpoint is in the last report
+    assert reports[-1].checkpoint_step == 31  # the stop's checkpoint is in the last report
     assert all(r.images_per_sec > 0 and np.isfinite(r.d_loss) for r in reports)
     assert all(np.isfinite(r.d_real) and np.isfinite(r.d_fake) for r in reports)
-    # the stop wrote a checkpoint of step 40; only the newest two are kept
-    assert [s for s, _ in list_checkpoints(tmp_path)] == [25, 40]
+    # the stop wrote a checkpoint of step 31; only the newest two are kept
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [25, 31]
     assert load_checkpoint(result.checkpoint)["config"] == cfg.to_dict()
 
 

@@ -82,6 +82,7 @@ def test_every_route_answers_503_while_the_job_store_is_down(
         ("GET", "/jobs/{id}/checkpoints/latest", {}), ("GET", "/jobs/{id}/events", {}),
         ("GET", "/jobs/{id}/metrics", {}), ("GET", "/datasets", {}),
         ("GET", "/datasets/nothing", {}), ("POST", "/datasets", {"files": upload}),
+        ("GET", "/workers", {}),
     ]  # fmt: skip
     ports = set()
     for method, path, body in routes:

@@ -145,3 +145,20 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(255))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WorkerSlot(Base):
+    """A training slot's heartbeat: one process that trains one job at a time, written every
+    few seconds while it runs (``worker.store.workers``). A slot unseen for longer than a lease
+    is gone. The job it trains is the one whose lease it holds (``Job.lease_owner == id``)."""
+
+    __tablename__ = "worker_slots"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # host/pid, as in leases
+    worker: Mapped[str] = mapped_column(String(255), index=True)  # its `gan worker`: host/pid
+    host: Mapped[str] = mapped_column(String(255))
+    slot: Mapped[int] = mapped_column(Integer)  # its index among the worker's slots
+    device: Mapped[str] = mapped_column(String(64))  # "cuda:1", "cpu", or "auto"
+    threads: Mapped[int] = mapped_column(Integer)  # its CPU threads (torch.get_num_threads)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
