@@ -285,6 +285,18 @@ class Client:
         }
         return self._request("GET", f"/jobs/{job_id}/samples", params=_given(params)).content
 
+    def export_generator(
+        self,
+        job_id: str,
+        format: Literal["safetensors", "onnx", "torchscript"] = "safetensors",
+        checkpoint: int | str | None = None,
+        ema: bool = True,
+    ) -> bytes:
+        """The generator of one of the job's checkpoints (default: its best, else newest),
+        alone, as a safetensors, ONNX or TorchScript file's bytes (README: Export)."""
+        params = {"format": format, "checkpoint": checkpoint, "ema": None if ema else "false"}
+        return self._request("GET", f"/jobs/{job_id}/generator", params=_given(params)).content
+
     def presets(self) -> dict[str, dict[str, Any]]:
         """Every preset's full config, by name."""
         listing = self._json("GET", "/presets")

@@ -20,6 +20,7 @@ from api.routes import (
     dashboard,
     datasets,
     events,
+    generator,
     health,
     jobs,
     metrics,
@@ -54,6 +55,7 @@ def create_app() -> FastAPI:
     app.include_router(events.router)
     app.include_router(samples.router)
     app.include_router(checkpoints.router)
+    app.include_router(generator.router)
     app.include_router(metrics.router)
     app.include_router(presets.router)
     app.include_router(datasets.router)
