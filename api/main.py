@@ -27,6 +27,7 @@ from api.routes import (
     presets,
     prometheus,
     samples,
+    webhooks,
 )
 
 DESCRIPTION = """
@@ -53,6 +54,7 @@ def create_app() -> FastAPI:
     app.add_middleware(JobLogContext)
     app.include_router(jobs.router)
     app.include_router(events.router)
+    app.include_router(webhooks.router)
     app.include_router(samples.router)
     app.include_router(checkpoints.router)
     app.include_router(generator.router)

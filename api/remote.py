@@ -70,6 +70,9 @@ def add_commands(commands: Any) -> None:
         help="override a config field, e.g. --set loss=hinge --set lr_d=4e-4 (repeatable)",
     )
     submit.add_argument("--idempotency-key", help="a unique string: a retry makes no second job")
+    submit.add_argument(
+        "--webhook", metavar="URL", help="POST the job's events there, signed (README: Webhooks)"
+    )
     submit.add_argument("--watch", action="store_true", help="then follow it, as `gan watch`")
     add_service_options(submit)
 
@@ -164,6 +167,8 @@ def submit_command(client: Client, args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
     if args.steps is not None:
         overrides["max_steps"] = args.steps
+    if args.webhook:
+        overrides["webhook"] = {"url": args.webhook}
     job = client.submit(args.preset, idempotency_key=args.idempotency_key, **overrides)
     print(job["id"], flush=True)  # alone on stdout: ID=$(gan submit …)
     print(

@@ -7,15 +7,17 @@ import logging
 from worker.celery_app import app
 from worker.reconcile import Reconciler
 from worker.settings import get_settings
+from worker.webhooks import Dispatcher
 
 log = logging.getLogger(__name__)
 
 
 def run_worker(loglevel: str = "INFO") -> None:
     """Run a Celery worker in this process, one job at a time, no forking (CUDA-safe), with the
-    reconciler in a thread beside it."""
+    reconciler and the webhook dispatcher in threads beside it."""
     settings = get_settings()
     stop = Reconciler(settings, app).start()
+    stop_webhooks = Dispatcher(settings).start()
     try:
         app.worker_main(
             [
@@ -31,3 +33,4 @@ def run_worker(loglevel: str = "INFO") -> None:
         )
     finally:
         stop.set()
+        stop_webhooks.set()

@@ -15,6 +15,9 @@ PAIRS = [
     (client.JobWarning, schemas.WarningOut),
     (client.Checkpoint, schemas.CheckpointOut),
     (client.Metrics, schemas.MetricsOut),
+    (client.Webhooks, schemas.WebhooksOut),
+    (client.WebhookDelivery, schemas.WebhookDeliveryOut),
+    (client.Webhook, schemas.WebhookOut),
 ]
 
 
