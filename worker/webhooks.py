@@ -84,6 +84,12 @@ def refused_address(url: str) -> str | None:
     return None
 
 
+def attempt_hold_s(settings: Settings) -> float:
+    """Seconds an attempt holds its delivery: longer than it may last (the timeout bounds the
+    connect, the send and the read each), after which another attempt may be made."""
+    return 3 * settings.webhook_timeout_s + 5.0
+
+
 class Dispatcher:
     """One per worker process; ``run_once`` is one pass."""
 
@@ -110,7 +116,7 @@ class Dispatcher:
     def _attempt(self, delivery_id: int, attempts: int) -> bool:
         """One attempt at the delivery, if no other dispatcher took it first."""
         url, now = self.settings.database_url, utcnow()
-        hold = timedelta(seconds=self.settings.webhook_timeout_s + 30.0)
+        hold = timedelta(seconds=attempt_hold_s(self.settings))
         with session_scope(url) as session:
             claimed = webhooks.claim(session, delivery_id, attempts, now, now + hold)
         if claimed is None:
