@@ -109,6 +109,35 @@ class Workers(TypedDict):
     slots_busy: int
 
 
+class Webhook(TypedDict):
+    """A job spec's ``webhook`` (README: Webhooks)."""
+
+    url: str
+    events: list[Literal["state", "checkpoint", "progress"]]
+    progress_every_s: float
+
+
+class WebhookDelivery(TypedDict):
+    id: int
+    event_id: int
+    event: Literal["state", "checkpoint", "progress"]
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int
+    status_codes: list[int | None]  # each finished attempt's HTTP status (None: no answer)
+    last_error: str | None
+    next_attempt_at: str | None
+    created_at: str
+    delivered_at: str | None
+
+
+class Webhooks(TypedDict):
+    """``GET /jobs/{id}/webhooks``."""
+
+    job_id: str
+    webhook: Webhook | None
+    deliveries: list[WebhookDelivery]
+
+
 class Event(NamedTuple):
     """One Server-Sent Event of ``GET /jobs/{id}/events``: its id (for ``last_event_id``), its
     type (``state``, ``progress`` or ``checkpoint``) and its JSON data."""
@@ -219,8 +248,9 @@ class Client:
     def submit(
         self, preset: str = "classic", *, idempotency_key: str | None = None, **overrides: Any
     ) -> Job:
-        """Queue a training job: a preset plus any fields to override (``max_steps=5000``).
-        With an ``idempotency_key``, a retry returns the job the first request made."""
+        """Queue a training job: a preset plus any fields to override (``max_steps=5000``), and
+        a ``webhook={"url": …}`` (a ``Webhook``). With an ``idempotency_key``, a retry returns
+        the job the first request made."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         body = {"preset": preset, **overrides}
         return cast(Job, self._json("POST", "/jobs", json=body, headers=headers))
@@ -309,6 +339,23 @@ class Client:
             "format": format,
         }
         return self._request("GET", f"/jobs/{job_id}/samples", params=_given(params)).content
+
+    def export_generator(
+        self,
+        job_id: str,
+        format: Literal["safetensors", "onnx", "torchscript"] = "safetensors",
+        checkpoint: int | str | None = None,
+        ema: bool = True,
+    ) -> bytes:
+        """The generator of one of the job's checkpoints (default: its best, else newest),
+        alone, as a safetensors, ONNX or TorchScript file's bytes (README: Export)."""
+        params = {"format": format, "checkpoint": checkpoint, "ema": None if ema else "false"}
+        return self._request("GET", f"/jobs/{job_id}/generator", params=_given(params)).content
+
+    def webhooks(self, job_id: str) -> Webhooks:
+        """The job's webhook (``submit(..., webhook={"url": …})``) and its deliveries: each
+        event's state, attempts, status codes and next retry."""
+        return cast(Webhooks, self._json("GET", f"/jobs/{job_id}/webhooks"))
 
     def presets(self) -> dict[str, dict[str, Any]]:
         """Every preset's full config, by name."""

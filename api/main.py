@@ -21,12 +21,14 @@ from api.routes import (
     dashboard,
     datasets,
     events,
+    generator,
     health,
     jobs,
     metrics,
     presets,
     prometheus,
     samples,
+    webhooks,
     workers,
 )
 
@@ -55,8 +57,10 @@ def create_app() -> FastAPI:
     app.add_middleware(JobLogContext)
     app.include_router(jobs.router)
     app.include_router(events.router)
+    app.include_router(webhooks.router)
     app.include_router(samples.router)
     app.include_router(checkpoints.router)
+    app.include_router(generator.router)
     app.include_router(metrics.router)
     app.include_router(presets.router)
     app.include_router(datasets.router)

@@ -4,6 +4,7 @@
     gan jobs [--state running]            gan status ID [--json]
     gan watch ID                          (a live progress bar; exit 0 when it succeeds)
     gan sample ID --n 64 --label 7 --out x.png    (or x.npy)
+    gan export ID --format onnx -o g.onnx         (or safetensors, torchscript)
     gan cancel ID      gan resume ID [--steps N]      gan delete ID
 
 The service is ``--url`` (default ``GAN_URL``, http://127.0.0.1:8000), with the API key of
@@ -34,7 +35,8 @@ from gan.config import PRESETS, ConfigError
 from worker.settings import get_settings
 from worker.store.states import FINAL_STATES, STATES
 
-COMMANDS = ("submit", "jobs", "status", "watch", "cancel", "resume", "delete", "workers")
+COMMANDS = ("submit", "jobs", "status", "watch", "cancel", "resume", "delete", "workers", "export")
+EXPORT_FORMATS = ("safetensors", "onnx", "torchscript")
 BAR_WIDTH = 24
 LINE_EVERY_S = 2.0  # a watch writing to a file or pipe prints a progress line this often
 
@@ -68,6 +70,9 @@ def add_commands(commands: Any) -> None:
         help="override a config field, e.g. --set loss=hinge --set lr_d=4e-4 (repeatable)",
     )
     submit.add_argument("--idempotency-key", help="a unique string: a retry makes no second job")
+    submit.add_argument(
+        "--webhook", metavar="URL", help="POST the job's events there, signed (README: Webhooks)"
+    )
     submit.add_argument("--watch", action="store_true", help="then follow it, as `gan watch`")
     add_service_options(submit)
 
@@ -95,6 +100,17 @@ def add_commands(commands: Any) -> None:
         "workers", help="list the live workers, their slots and the jobs they train"
     )
     add_service_options(workers)
+    export = commands.add_parser(
+        "export", help="download a job's generator alone (safetensors, ONNX, TorchScript)"
+    )
+    export.add_argument("id", help="the job's id")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="safetensors")
+    export.add_argument("-o", "--out", type=Path, help="the file (default: the service's name)")
+    export.add_argument(
+        "--checkpoint", metavar="STEP|latest|best", help="default: best, else latest"
+    )
+    export.add_argument("--no-ema", action="store_true", help="the raw generator, not its EMA")
+    add_service_options(export)
 
     sample = commands.choices["sample"]
     for action in sample._actions:  # the positional argument of gan.cli's command
@@ -155,6 +171,8 @@ def submit_command(client: Client, args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
     if args.steps is not None:
         overrides["max_steps"] = args.steps
+    if args.webhook:
+        overrides["webhook"] = {"url": args.webhook}
     job = client.submit(args.preset, idempotency_key=args.idempotency_key, **overrides)
     print(job["id"], flush=True)  # alone on stdout: ID=$(gan submit …)
     print(
@@ -265,6 +283,17 @@ def sample_command(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def export_command(client: Client, args: argparse.Namespace) -> int:
+    data = client.export_generator(
+        args.id, format=args.format, checkpoint=args.checkpoint, ema=not args.no_ema
+    )
+    suffix = {"safetensors": ".safetensors", "onnx": ".onnx", "torchscript": ".pt"}[args.format]
+    out = args.out or Path(f"{args.id}-generator{suffix}")
+    out.write_bytes(data)
+    print(f"the generator of job {args.id} ({args.format}, {len(data)} bytes) → {out}")
+    return 0
+
+
 HANDLERS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "submit": submit_command,
     "jobs": jobs_command,
@@ -275,6 +304,7 @@ HANDLERS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "delete": delete_command,
     "sample": sample_command,
     "workers": workers_command,
+    "export": export_command,
 }
 
 

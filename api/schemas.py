@@ -11,12 +11,62 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    create_model,
+    field_validator,
+)
 from pydantic.config import JsonDict
 
 from gan.config import BOUNDS, CHOICES, DATASETS, FIELD_DOCS, FIELD_GROUPS, FIELD_TYPES, PRESETS
 from gan.monitor import WarningCode
 from worker.store.states import FINAL_STATES, JobState
+
+WebhookEvent = Literal["state", "checkpoint", "progress"]
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("state", "checkpoint", "progress")
+
+
+class WebhookSpec(BaseModel):
+    """Where a job's events are POSTed as they happen, signed (README: Webhooks). A job spec
+    (and anything that makes jobs) takes it as ``webhook``."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    url: AnyHttpUrl = Field(
+        description="An http or https URL. With API keys, a host that resolves to a loopback, "
+        "private, link-local or reserved address is refused unless the service allows them "
+        "(GAN_WEBHOOK_ALLOW_PRIVATE).",
+        json_schema_extra={"examples": ["https://example.com/gan-hook"]},
+    )
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: list(WEBHOOK_EVENTS),
+        min_length=1,
+        max_length=len(WEBHOOK_EVENTS),
+        description="The events to send: state (every change of state), checkpoint (each new "
+        "checkpoint), progress (progress reports, at most one every progress_every_s). "
+        "Default: all three.",
+    )
+    progress_every_s: float = Field(
+        30.0, ge=1, le=86400, description="Least seconds between two progress deliveries."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _short_url(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if len(str(value)) > 2000:
+            raise ValueError("the URL is longer than 2000 characters")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _distinct(cls, value: list[WebhookEvent]) -> list[WebhookEvent]:
+        if len(set(value)) != len(value):
+            raise ValueError("each event at most once")
+        return value
 
 
 class _JobSpecBase(BaseModel):
@@ -34,6 +84,12 @@ class _JobSpecBase(BaseModel):
         json_schema_extra={"enum": list(PRESETS)},
     )
 
+    webhook: WebhookSpec | None = Field(
+        None,
+        description="POST the job's events to this URL as they happen, signed (README: "
+        "Webhooks); GET /jobs/{id}/webhooks shows the deliveries.",
+    )
+
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, value: str) -> str:
@@ -42,8 +98,8 @@ class _JobSpecBase(BaseModel):
         return value
 
     def overrides(self) -> dict[str, Any]:
-        """The fields the request set, apart from the preset."""
-        return self.model_dump(exclude={"preset"}, exclude_none=True)
+        """The config fields the request set (not the preset, nor the webhook)."""
+        return self.model_dump(exclude={"preset", "webhook"}, exclude_none=True)
 
 
 def _override_field(name: str) -> tuple[Any, Any]:
@@ -247,3 +303,42 @@ class WorkerList(BaseModel):
     )
     slots_total: int
     slots_busy: int
+
+
+class WebhookDeliveryOut(BaseModel):
+    """One event sent, or to send, to a job's webhook."""
+
+    id: int = Field(description="The delivery's id (its X-GAN-Delivery header).")
+    event_id: int = Field(description="The event's id (as in GET /jobs/{id}/events).")
+    event: WebhookEvent
+    state: Literal["pending", "delivered", "failed"] = Field(
+        description="pending (to be tried at next_attempt_at), delivered (a 2xx answer) or "
+        "failed (its last attempt failed, or its address was refused)."
+    )
+    attempts: int = Field(description="Attempts made so far.")
+    status_codes: list[int | None] = Field(
+        description="The HTTP status of each finished attempt, in order (null: no answer). "
+        "An attempt whose worker died before it finished has none: it is tried again."
+    )
+    last_error: str | None = Field(description="Why the latest attempt failed, if it did.")
+    next_attempt_at: datetime | None = Field(description="When it is tried next, if pending.")
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+class WebhookOut(BaseModel):
+    """A job's webhook, as its spec gave it (with the defaults filled in)."""
+
+    url: str
+    events: list[WebhookEvent]
+    progress_every_s: float
+
+
+class WebhooksOut(BaseModel):
+    """A job's webhook and its deliveries."""
+
+    job_id: str
+    webhook: WebhookOut | None = Field(description="The job's webhook; null: it has none.")
+    deliveries: list[WebhookDeliveryOut] = Field(
+        description="Its newest 1000 deliveries, oldest first."
+    )

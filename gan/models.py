@@ -200,7 +200,11 @@ class ClassAffine(nn.Module):
         nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
     def forward(self, h: Tensor, labels: Tensor) -> Tensor:
-        gamma, beta = self.embed(labels).view(len(h), 2, -1, *([1] * (h.ndim - 2))).unbind(1)
+        # Halves of the embedding, shaped (B, C, 1, …) like h without naming B: a traced export
+        # (gan.export) then keeps the batch size variable.
+        gamma, beta = self.embed(labels).chunk(2, dim=1)
+        for _ in range(h.ndim - 2):
+            gamma, beta = gamma.unsqueeze(-1), beta.unsqueeze(-1)
         return h * (1 + gamma) + beta
 
 

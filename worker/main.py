@@ -10,17 +10,19 @@ from worker.reconcile import Reconciler
 from worker.settings import get_settings
 from worker.slot import SlotBeat, apply_limits, get_slot_settings
 from worker.tasks import worker_id
+from worker.webhooks import Dispatcher
 
 log = logging.getLogger(__name__)
 
 
 def run_worker(loglevel: str = "INFO") -> None:
     """Run a Celery worker in this process, one job at a time, no forking (CUDA-safe), with the
-    reconciler and the slot's heartbeat in threads beside it."""
+    reconciler, the slot's heartbeat and the webhook dispatcher in threads beside it."""
     settings, slot = get_settings(), get_slot_settings()
     apply_limits(slot)
     stop = Reconciler(settings, app).start(alone=not slot.worker)
     beat = SlotBeat(settings, slot).start()
+    stop_webhooks = Dispatcher(settings).start()
     try:
         app.worker_main(
             [
@@ -39,3 +41,4 @@ def run_worker(loglevel: str = "INFO") -> None:
     finally:
         beat.stop()
         stop.set()
+        stop_webhooks.set()

@@ -95,6 +95,21 @@ class Settings(BaseSettings):
     # gradient norms, throughput, evaluations, a sample grid per checkpoint) to
     # <artifacts_dir>/jobs/<id>/tensorboard/; needs the `tensorboard` extra.
     tensorboard: bool = False
+    # Webhooks (worker/webhooks.py). The key that signs deliveries when the service runs
+    # without API keys (with keys, each key's own, derived from it); a job spec with a webhook
+    # is refused without one.
+    webhook_secret: str | None = None
+    # Whether webhook URLs may name loopback, private, link-local or reserved addresses when
+    # the service has API keys (without keys, it serves this machine only: they always may).
+    webhook_allow_private: bool = False
+    # A failed delivery is tried again after webhook_retry_s, then twice that, and so on (at
+    # most an hour apart), webhook_max_attempts times in all before it is recorded as failed.
+    webhook_retry_s: float = Field(5.0, gt=0)
+    webhook_max_attempts: int = Field(8, ge=1)
+    # Seconds a receiver may take to answer one delivery.
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    # Seconds between the dispatcher's looks for new events and deliveries due, in each worker.
+    webhook_poll_s: float = Field(1.0, gt=0)
 
     @field_validator("api_keys", "trusted_proxies", mode="before")
     @classmethod

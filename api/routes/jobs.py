@@ -29,9 +29,10 @@ from api.deps import (
 from api.errors import field_error
 from api.routes.datasets import read_meta
 from api.schemas import JobList, JobOut, JobSpec, JobState, ResumeIn
+from api.webhooks import webhook_secret
 from gan.config import DATASETS, ConfigError, check_data, resolve
 from worker.celery_app import TRAIN_TASK
-from worker.store import jobs, leases, series
+from worker.store import jobs, leases, series, webhooks
 from worker.store.models import Job
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def job_out(job: Job, request: Request) -> JobOut:
             "interpolation": url("get_interpolation"),
             "cancel": url("cancel_job"),
             "resume": url("resume_job"),
+            "webhooks": url("job_webhooks"),
         },
     )
 
@@ -82,6 +84,8 @@ def job_out(job: Job, request: Request) -> JobOut:
 def _request_hash(spec: Any) -> str:
     """A hash of what the request asked for, to tell a retry from a different request."""
     asked = {"preset": spec.preset, **spec.overrides()}
+    if spec.webhook is not None:
+        asked["webhook"] = spec.webhook.model_dump(mode="json")
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
 
@@ -175,6 +179,8 @@ def create_job(
             check_data(config, tuple(meta.shape), meta.num_classes)
     except ConfigError as e:  # rules between fields, and between the config and its data
         raise field_error(["body", e.field], str(e)) from e
+    hook = spec.webhook
+    secret = webhook_secret(hook, request, settings, owner) if hook is not None else ""
     try:  # the unique (owner, key) constraint fails at flush() (in create_job) or at commit
         job = jobs.create_job(
             session,
@@ -184,6 +190,10 @@ def create_job(
             idempotency_key=idempotency_key,
             request_hash=request_hash,
         )
+        if hook is not None:
+            webhooks.add_webhook(
+                session, job.id, str(hook.url), hook.events, hook.progress_every_s, secret
+            )
         session.commit()  # the job exists before its task can reach a worker
     except IntegrityError:
         session.rollback()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import onnxruntime
 import pytest
 from PIL import Image
 
@@ -61,6 +62,12 @@ def test_submit_watch_list_status_sample_resume(live_service: Service, tmp_path:
     assert np.load(array).shape == (5, 28, 28)
     unconditional = gan(live_service, "sample", job_id, "--label", "7", "--out", str(grid))
     assert unconditional.returncode == 1 and "label" in unconditional.stderr
+    exported = tmp_path / "g.onnx"
+    done = gan(live_service, "export", job_id, "--format", "onnx", "-o", str(exported))
+    assert done.returncode == 0 and str(exported) in done.stdout, done.stderr
+    session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    [drawn] = session.run(None, {"z": np.zeros((2, 100), np.float32)})
+    assert drawn.shape == (2, 1, 28, 28)
 
     resumed = gan(live_service, "resume", job_id, "--steps", "160")
     assert resumed.returncode == 0 and "queued" in resumed.stdout, resumed.stderr

@@ -18,6 +18,9 @@ PAIRS = [
     (client.Slot, schemas.SlotOut),
     (client.Worker, schemas.WorkerOut),
     (client.Workers, schemas.WorkerList),
+    (client.Webhooks, schemas.WebhooksOut),
+    (client.WebhookDelivery, schemas.WebhookDeliveryOut),
+    (client.Webhook, schemas.WebhookOut),
 ]
 
 

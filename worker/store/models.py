@@ -162,3 +162,50 @@ class WorkerSlot(Base):
     threads: Mapped[int] = mapped_column(Integer)  # its CPU threads (torch.get_num_threads)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Webhook(Base):
+    """A job's webhook (``worker.store.webhooks``): where its events go, which ones, and how
+    far the dispatcher has read the job's events (``cursor``, an event id: those up to it have
+    their deliveries made)."""
+
+    __tablename__ = "webhooks"
+
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON)  # of "state", "checkpoint", "progress"
+    progress_every_s: Mapped[float] = mapped_column(Float)
+    # The HMAC-SHA256 key of its signatures: derived from the API key that made the job, or
+    # the service's GAN_WEBHOOK_SECRET when it runs without keys.
+    secret: Mapped[str] = mapped_column(String(128))
+    cursor: Mapped[int] = mapped_column(BigInt, default=0)
+    # When the progress event last delivered was made: the next waits progress_every_s.
+    progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebhookDelivery(Base):
+    """One event to POST to a job's webhook, and how that went: ``state`` pending (to send at
+    ``next_attempt_at``; an attempt in flight holds it until then), delivered or failed (after
+    its last attempt). ``status_codes`` has each finished attempt's HTTP status (null: no
+    answer); an attempt whose worker died before it finished has none."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("job_id", "event_id", name="uq_webhook_deliveries_job_event"),
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(BigInt)
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)  # the POST's body
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    status_codes: Mapped[list[int | None]] = mapped_column(JSON, default=list)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
