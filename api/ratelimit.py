@@ -17,16 +17,19 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, when)
         self._lock = threading.Lock()
 
-    def take(self, key: str) -> float:
-        """Take a token for ``key``: 0 when there was one, else the seconds until there is."""
+    def take(self, key: str, cost: int = 1) -> float:
+        """Take ``cost`` tokens for ``key``: 0 when it had them, else the seconds until it has.
+        A cost above the bucket's capacity (a sweep of more jobs than ``per_minute``) is taken
+        from a full bucket, leaving it in debt: the key then waits for the whole cost."""
         now = time.monotonic()
+        need = min(float(cost), self.capacity)
         with self._lock:
             tokens = self._tokens(key, now)
-            if tokens >= 1:
-                self._buckets[key] = (tokens - 1, now)
+            if tokens >= need:
+                self._buckets[key] = (tokens - cost, now)
                 return 0.0
             self._buckets[key] = (tokens, now)
-            return (1 - tokens) / self.rate
+            return (need - tokens) / self.rate
 
     def wait(self, key: str) -> float:
         """Seconds until ``key`` has a token (0: it has one now), taking none."""

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()
     # Jobs (created or resumed) each API key may start a minute, per API process.
     jobs_per_minute: int = Field(60, ge=1)
+    # Jobs one sweep (POST /sweeps) may make at most; each counts against jobs_per_minute.
+    max_sweep_jobs: int = Field(64, ge=1)
     # Unknown API keys one client address may send a minute; past that it gets 429s (before its
     # keys are even looked at) until its budget refills: keys cannot be guessed quickly.
     bad_keys_per_minute: int = Field(10, ge=1)
