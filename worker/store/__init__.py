@@ -6,14 +6,15 @@ Both go through the functions of this package so that state changes happen in on
 functions that change a job mutate it inside the caller's ``session_scope``, which commits.
 
 - ``states``: a job's states (``JobState``, ``STATES``, ``FINAL_STATES``, …);
-- ``models``: the tables (``Job``, ``MetricPoint``, ``JobEvent``, ``ApiKey``);
+- ``models``: the tables (``Job``, ``Sweep``, ``MetricPoint``, ``JobEvent``, ``ApiKey``);
 - ``db``: one engine per database URL, migrated on first use (``worker.migrate``), and
   ``session_scope``;
 - ``jobs``: what clients do to a job: create, get, list, cancel, resume, delete;
 - ``leases``: what workers do: claim a job, renew the lease, release it when done;
 - ``events``: the log of each job's changes that clients follow;
 - ``series``: progress reports, and the time series of them;
-- ``keys``: API keys.
+- ``keys``: API keys;
+- ``sweeps``: sweeps, the jobs one request made from a grid or list of points, ranked.
 
 States (``states.STATES``)::
 
