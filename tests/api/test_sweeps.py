@@ -6,9 +6,13 @@ worker.store's own calls; tests/test_e2e_sweeps.py trains one with a real worker
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from api.main import app
 from tests.api.test_jobs import queued_messages
@@ -17,7 +21,7 @@ from tests.worker.store.helpers import progress
 from worker.settings import get_settings
 from worker.store import leases, series
 from worker.store.db import session_scope
-from worker.store.models import Sweep
+from worker.store.models import Job, Sweep
 
 
 @pytest.fixture
@@ -188,6 +192,24 @@ def test_an_idempotent_retry_returns_the_same_sweep(client, settings):
     assert other.status_code == 422
     assert other.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
     assert client.post("/jobs", json={}, headers=key).status_code == 202  # jobs' keys are apart
+
+
+def test_concurrent_sweeps_with_one_key_make_one_sweep(client, settings):
+    body, requests = {"grid": {"seed": [0, 1, 2]}}, 8
+    barrier = threading.Barrier(requests)
+
+    def post(_: int) -> Any:
+        barrier.wait()
+        return client.post("/sweeps", json=body, headers={"Idempotency-Key": "one-sweep"})
+
+    with ThreadPoolExecutor(requests) as pool:
+        answers = list(pool.map(post, range(requests)))
+    assert Counter(a.status_code for a in answers) == {202: requests}, [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    with session_scope(settings.database_url) as session:
+        assert session.scalar(select(func.count()).select_from(Sweep)) == 1
+        assert session.scalar(select(func.count()).select_from(Job)) == 3
+    assert len(queued_messages(settings)) == 3
 
 
 def test_a_sweep_counts_as_its_jobs_against_the_keys_limits(client, settings):
