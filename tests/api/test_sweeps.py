@@ -234,6 +234,15 @@ def test_a_sweep_counts_as_its_jobs_against_the_keys_limits(client, settings):
     assert len(client.get("/sweeps", headers=k1).json()["sweeps"]) == 2
 
 
+def test_a_sweep_larger_than_the_keys_budget_is_taken_from_a_full_one(client, settings):
+    limited = settings.model_copy(update={"api_keys": ("k1",), "jobs_per_minute": 3})
+    app.dependency_overrides[get_settings] = lambda: limited
+    k1 = {"X-API-Key": "k1"}
+    post_sweep(client, {"grid": {"seed": [0, 1, 2, 3]}}, k1)  # 4 jobs: the budget goes into debt
+    refused = client.post("/jobs", json={}, headers=k1)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 20
+
+
 def test_the_sweep_and_its_jobs_are_made_together(client, settings):
     sweep = post_sweep(client, {"grid": {"seed": [0, 1, 2]}})
     with session_scope(settings.database_url) as session:
