@@ -127,9 +127,10 @@ def run(
     """Run ``args.command`` if it is a client command, or one of ``more`` (command → handler:
     ``gan sweep``); False when it is not. Errors of the service end the program with its
     message; a service that cannot be reached, with how to start or point at one."""
-    handlers = {**HANDLERS, **(more or {})}
+    more = more or {}
+    handlers = {**HANDLERS, **more}
     remote_sample = args.command == "sample" and is_job_id(args.checkpoint)
-    if args.command not in COMMANDS and args.command not in handlers and not remote_sample:
+    if args.command not in COMMANDS and args.command not in more and not remote_sample:
         return False
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request
     try:
