@@ -2,7 +2,8 @@
 ``gan db`` (the job store's schema migrations), ``gan keys`` (API keys), the local commands of
 ``gan.cli`` (``gan train``, ``gan sample``) that need no service, and the client commands of
 ``api.remote`` (``gan submit``, ``jobs``, ``status``, ``watch``, ``cancel``, ``resume``,
-``delete``, and ``gan sample`` of a job) that talk to one."""
+``delete``, ``workers``, ``export``, and ``gan sample`` of a job) and of ``api.remote_sweeps``
+(``gan sweep …``) that talk to one."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from api import remote
+from api import remote, remote_sweeps
 from gan import cli as local_cli
 from worker.broker import is_embedded
 from worker.logs import setup_logging
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_commands(commands)
     local_cli.add_commands(commands)
     remote.add_commands(commands)  # after gan.cli's: it extends `gan sample`
+    remote_sweeps.add_commands(commands)
     return parser
 
 
@@ -336,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "serve":
         migrate_job_store()
         serve(args.host, args.port, with_worker=not args.no_worker, processes=args.processes)
-    elif remote.run(args, parser):
+    elif remote.run(args, parser, remote_sweeps.HANDLERS):
         pass
     elif not local_cli.run(args, parser):
         migrate_job_store()

@@ -61,7 +61,42 @@ class Job(TypedDict):
     started_at: str | None
     finished_at: str | None
     updated_at: str
+    sweep_id: str | None  # the sweep that made it, if any
     links: dict[str, str]
+
+
+class SweepJob(TypedDict):
+    """A job of a sweep and where it ranks (1: the lowest best metric; None: no best yet)."""
+
+    rank: int | None
+    point: dict[str, Any]  # the fields this point set over the base
+    metric: str | None  # fid, kl or mode_kl: whichever the job's dataset has
+    value: float | None
+    job: Job
+
+
+class SweepBest(TypedDict):
+    job_id: str
+    metric: str
+    value: float
+
+
+class SweepSummary(TypedDict):
+    """A sweep as ``GET /sweeps`` lists it."""
+
+    id: str
+    created_at: str
+    spec: dict[str, Any]  # what was asked for: base, and grid or points
+    size: int
+    states: dict[str, int]  # how many of its jobs are in each state
+    best: SweepBest | None
+    links: dict[str, str]
+
+
+class Sweep(SweepSummary):
+    """A sweep as ``GET /sweeps/{id}`` answers it: its jobs best first."""
+
+    jobs: list[SweepJob]
 
 
 class Metrics(TypedDict):
@@ -157,14 +192,14 @@ class ApiError(Exception):
 
     @property
     def fields(self) -> dict[str, str]:
-        """A 422's messages by the field (or parameter, or header) they are about."""
+        """A 422's messages by the field (or parameter, or header) they are about: its name,
+        or its path inside the body when it is nested (``grid.lr_g[2]``)."""
         if not isinstance(self.detail, list):
             return {}
         found: dict[str, str] = {}
         for item in self.detail:
             if isinstance(item, dict):
-                loc = item.get("loc") or ["?"]
-                found.setdefault(str(loc[-1]), str(item.get("msg", "")))
+                found.setdefault(_field_path(item.get("loc") or ["?"]), str(item.get("msg", "")))
         return found
 
     @property
@@ -173,6 +208,16 @@ class ApiError(Exception):
         if isinstance(self.detail, list) and self.fields:
             return "; ".join(f"{field}: {msg}" for field, msg in self.fields.items())
         return str(self.detail)
+
+
+def _field_path(loc: list[Any]) -> str:
+    """``["body", "grid", "lr_g", 2]`` → ``grid.lr_g[2]``; ``["body", "max_steps"]`` →
+    ``max_steps``; a loc of one element is that element."""
+    parts = loc[1:] if len(loc) > 1 else loc
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -299,6 +344,45 @@ class Client:
     def delete(self, job_id: str) -> None:
         """Remove the job, its metrics, events and files."""
         self._request("DELETE", f"/jobs/{job_id}")
+
+    # --- sweeps ------------------------------------------------------------------------------
+
+    def submit_sweep(
+        self,
+        preset: str = "classic",
+        *,
+        grid: Mapping[str, Iterable[Any]] | None = None,
+        points: Iterable[Mapping[str, Any]] | None = None,
+        idempotency_key: str | None = None,
+        **overrides: Any,
+    ) -> Sweep:
+        """Queue one job per point: of a ``grid`` (field → values, every combination) or of
+        ``points`` (each the fields it overrides), over the base spec (a preset plus
+        ``overrides``). With an ``idempotency_key``, a retry returns the first sweep."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        body: dict[str, Any] = {"base": {"preset": preset, **overrides}}
+        if grid is not None:
+            body["grid"] = {name: list(values) for name, values in grid.items()}
+        if points is not None:
+            body["points"] = [dict(point) for point in points]
+        return cast(Sweep, self._json("POST", "/sweeps", json=body, headers=headers))
+
+    def sweep(self, sweep_id: str) -> Sweep:
+        """The sweep's jobs, ranked by their best quality metric, with their states."""
+        return cast(Sweep, self._json("GET", f"/sweeps/{sweep_id}"))
+
+    def sweeps(self, limit: int | None = None) -> list[SweepSummary]:
+        """Your sweeps, newest first."""
+        listing = self._json("GET", "/sweeps", params=_given({"limit": limit}))
+        return cast(list[SweepSummary], listing["sweeps"])
+
+    def cancel_sweep(self, sweep_id: str) -> Sweep:
+        """Cancel every job of the sweep that has not finished."""
+        return cast(Sweep, self._json("POST", f"/sweeps/{sweep_id}/cancel"))
+
+    def delete_sweep(self, sweep_id: str) -> None:
+        """Remove the sweep and all its jobs, with their files."""
+        self._request("DELETE", f"/sweeps/{sweep_id}")
 
     # --- what a job made -----------------------------------------------------------------------
 

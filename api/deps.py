@@ -16,9 +16,9 @@ from api.errors import STORE_ERRORS, too_many_requests
 from api.ratelimit import rate_limiter
 from worker.celery_app import celery_for
 from worker.settings import Settings, get_settings
-from worker.store import jobs, keys
+from worker.store import jobs, keys, sweeps
 from worker.store.db import get_engine
-from worker.store.models import Job
+from worker.store.models import Job, Sweep
 
 log = logging.getLogger(__name__)
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -151,16 +151,24 @@ STORE_DOWN = (
 STORE_RESPONSES: dict[int | str, dict[str, object]] = {503: {"description": STORE_DOWN}}
 
 
-def rate_limited_owner(owner: OwnerDep, settings: SettingsDep) -> str:
-    """The owner, if their key may start another job now (``jobs_per_minute``), else a 429.
-    Without keys the service is open to this machine only, and unlimited."""
+def charge_jobs(owner: str, settings: Settings, count: int = 1) -> None:
+    """A 429 unless ``owner``'s key may start ``count`` more jobs now (``jobs_per_minute``; a
+    sweep counts as its jobs). Without keys the service is open to this machine only, and
+    unlimited."""
     if not owner:
-        return owner
-    wait = rate_limiter(settings, "jobs").take(owner)
+        return
+    wait = rate_limiter(settings, "jobs").take(owner, count)
     if wait > 0:
         raise too_many_requests(
-            f"at most {settings.jobs_per_minute} jobs a minute per API key", wait
+            f"at most {settings.jobs_per_minute} jobs a minute per API key"
+            + (f" (this sweep has {count})" if count > 1 else ""),
+            wait,
         )
+
+
+def rate_limited_owner(owner: OwnerDep, settings: SettingsDep) -> str:
+    """The owner, if their key may start another job now (``charge_jobs``), else a 429."""
+    charge_jobs(owner, settings)
     return owner
 
 
@@ -197,3 +205,20 @@ def get_owned_job(
 
 
 JobDep = Annotated[Job, Depends(get_owned_job)]
+
+
+def get_owned_sweep(
+    sweep_id: Annotated[str, Path(max_length=64, description="The sweep's id.")],
+    session: SessionDep,
+    owner: OwnerDep,
+) -> Sweep:
+    """The sweep, if it exists and belongs to the caller's key (else 404), read in a
+    transaction that ends here, as ``get_owned_job``'s."""
+    sweep = sweeps.get_sweep(session, sweep_id, owner)
+    session.commit()
+    if sweep is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no sweep with id {sweep_id!r}")
+    return sweep
+
+
+SweepDep = Annotated[Sweep, Depends(get_owned_sweep)]

@@ -28,6 +28,7 @@ from api.routes import (
     presets,
     prometheus,
     samples,
+    sweeps,
     webhooks,
     workers,
 )
@@ -36,6 +37,7 @@ DESCRIPTION = """
 Train a GAN without babysitting it: POST a job spec to `/jobs`, follow `GET /jobs/{id}` (or its
 Server-Sent Events at `/jobs/{id}/events`), and GET freshly generated images from
 `/jobs/{id}/samples`. Cancel, resume and delete jobs; list and download their checkpoints.
+POST a base spec and a grid of values to `/sweeps` for one job per point, ranked by quality.
 
 When the service has API keys, send yours as `Authorization: Bearer <key>` or `X-API-Key: <key>`;
 each job belongs to the key that created it.
@@ -56,6 +58,7 @@ def create_app() -> FastAPI:
     app.add_middleware(BodySizeLimit)
     app.add_middleware(JobLogContext)
     app.include_router(jobs.router)
+    app.include_router(sweeps.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(samples.router)

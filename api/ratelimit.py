@@ -33,10 +33,12 @@ REDIS_TIMEOUT_S = 0.5
 # that an outage costs one timeout per RECHECK_S, not one per request.
 RECHECK_S = 5.0
 
-# KEYS[1]: the bucket; ARGV[1]: its capacity (tokens); ARGV[2]: its refill (tokens a second).
-# Takes a token if there is one; returns the seconds until there is one (0: taken), as text.
+# KEYS[1]: the bucket; ARGV[1]: its capacity (tokens); ARGV[2]: its refill (tokens a second);
+# ARGV[3]: the cost. Takes ``cost`` tokens if there are min(cost, capacity) (a cost above the
+# capacity leaves the bucket in debt); returns the seconds until there are (0: taken), as text.
 TOKEN_BUCKET = """
-local capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local capacity, rate, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local need = math.min(cost, capacity)
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -44,7 +46,7 @@ local tokens, at = tonumber(bucket[1]), tonumber(bucket[2])
 if tokens == nil or at == nil then tokens, at = capacity, now end
 tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
 local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+if tokens >= need then tokens = tokens - cost else wait = (need - tokens) / rate end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
 return tostring(wait)
@@ -55,8 +57,10 @@ class RateLimiter(Protocol):
     """At most ``per_minute`` actions a minute per key, in bursts of up to ``per_minute``: each
     key's bucket holds that many tokens and refills at per_minute / 60 tokens a second."""
 
-    def take(self, key: str) -> float:
-        """Take a token for ``key``: 0 when there was one, else the seconds until there is."""
+    def take(self, key: str, cost: int = 1) -> float:
+        """Take ``cost`` tokens for ``key``: 0 when it had them, else the seconds until it has.
+        A cost above the bucket's capacity (a sweep of more jobs than ``per_minute``) is taken
+        from a full bucket, leaving it in debt: the key then waits for the whole cost."""
         ...
 
 
@@ -70,15 +74,19 @@ class LocalRateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, when)
         self._lock = threading.Lock()
 
-    def take(self, key: str) -> float:
+    def take(self, key: str, cost: int = 1) -> float:
+        """Take ``cost`` tokens for ``key``: 0 when it had them, else the seconds until it has.
+        A cost above the bucket's capacity (a sweep of more jobs than ``per_minute``) is taken
+        from a full bucket, leaving it in debt: the key then waits for the whole cost."""
         now = time.monotonic()
+        need = min(float(cost), self.capacity)
         with self._lock:
             tokens = self._tokens(key, now)
-            if tokens >= 1:
-                self._buckets[key] = (tokens - 1, now)
+            if tokens >= need:
+                self._buckets[key] = (tokens - cost, now)
                 return 0.0
             self._buckets[key] = (tokens, now)
-            return (1 - tokens) / self.rate
+            return (need - tokens) / self.rate
 
     def _tokens(self, key: str, now: float) -> float:
         """The tokens in ``key``'s bucket at ``now``; a full bucket is forgotten (the dict keeps
@@ -105,12 +113,12 @@ class RedisRateLimiter:
         self._script = client.register_script(TOKEN_BUCKET)  # EVALSHA, EVAL after a restart
         self._down_until = 0.0  # monotonic time before which Redis is not asked
 
-    def take(self, key: str) -> float:
+    def take(self, key: str, cost: int = 1) -> float:
         if time.monotonic() < self._down_until:
-            return self.fallback.take(key)
+            return self.fallback.take(key, cost)
         try:
             bucket = f"{self.prefix}:{key}"
-            wait = float(self._script(keys=[bucket], args=[self.capacity, self.rate]))
+            wait = float(self._script(keys=[bucket], args=[self.capacity, self.rate, cost]))
         except (redis.RedisError, OSError) as e:
             if not self._down_until:
                 log.warning(
@@ -118,7 +126,7 @@ class RedisRateLimiter:
                     "does", first_line(e),
                 )  # fmt: skip
             self._down_until = time.monotonic() + self.recheck_s
-            return self.fallback.take(key)
+            return self.fallback.take(key, cost)
         if self._down_until:
             log.warning("rate limits: Redis answers again; counting in Redis")
             self._down_until = 0.0

@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -137,17 +137,26 @@ def is_job_id(target: str | Path) -> bool:
     return not (Path(text).exists() or text.endswith(".pt") or "/" in text or os.sep in text)
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> bool:
-    """Run ``args.command`` if it is a client command (False when it is not). Errors of the
-    service end the program with its message; a service that cannot be reached, with how to
-    start or point at one."""
+Handler = Callable[[Client, argparse.Namespace], int]
+
+
+def run(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    more: Mapping[str, Handler] | None = None,
+) -> bool:
+    """Run ``args.command`` if it is a client command, or one of ``more`` (command → handler:
+    ``gan sweep``); False when it is not. Errors of the service end the program with its
+    message; a service that cannot be reached, with how to start or point at one."""
+    more = more or {}
+    handlers = {**HANDLERS, **more}
     remote_sample = args.command == "sample" and is_job_id(args.checkpoint)
-    if args.command not in COMMANDS and not remote_sample:
+    if args.command not in COMMANDS and args.command not in more and not remote_sample:
         return False
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request
     try:
         with Client(args.url, api_key=args.api_key) as client:
-            code = HANDLERS["sample" if remote_sample else args.command](client, args)
+            code = handlers["sample" if remote_sample else args.command](client, args)
     except ConfigError as e:
         parser.error(str(e))
     except ApiError as e:
@@ -294,7 +303,7 @@ def export_command(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
+HANDLERS: dict[str, Handler] = {
     "submit": submit_command,
     "jobs": jobs_command,
     "status": status_command,

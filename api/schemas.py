@@ -188,9 +188,10 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    sweep_id: str | None = Field(description="The sweep that made the job (POST /sweeps), if any.")
     links: dict[str, str] = Field(
         description="URLs of this job and what goes with it: self, events (Server-Sent Events), "
-        "metrics, checkpoints, samples, interpolation, cancel, resume."
+        "metrics, checkpoints, samples, interpolation, cancel, resume; sweep, for a job of one."
     )
 
 
@@ -342,3 +343,87 @@ class WebhooksOut(BaseModel):
     deliveries: list[WebhookDeliveryOut] = Field(
         description="Its newest 1000 deliveries, oldest first."
     )
+
+
+SWEEP_FIELDS_DOC = (
+    "Any field of a job spec (see POST /jobs), preset included; a value must be one the field "
+    "takes in POST /jobs."
+)
+
+
+class SweepIn(BaseModel):
+    """A sweep: a base job spec and either a grid (every combination of the values given for
+    each field) or a list of points (each a set of fields to override); one job per point."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {
+                    "base": {"preset": "stable", "max_steps": 3000},
+                    "grid": {"seed": [0, 1, 2], "lr_g": [1e-4, 2e-4]},
+                },
+                {"base": {"dataset": "ring8", "arch": "mlp"}, "points": [{"loss": "hinge"}]},
+            ]
+        },
+    )
+
+    base: JobSpec = Field(
+        default_factory=lambda: JobSpec(),
+        description="The job spec every point starts from (as POST /jobs takes it); its "
+        "`webhook`, if any, gets the events of every job of the sweep.",
+    )
+    grid: dict[str, list[Any]] | None = Field(
+        None,
+        description="Field → the values to try: one job per combination (the cartesian "
+        f"product), in order, the last field varying fastest. {SWEEP_FIELDS_DOC}",
+    )
+    points: list[dict[str, Any]] | None = Field(
+        None,
+        description="Instead of a grid: one job per item, the fields it overrides. "
+        + SWEEP_FIELDS_DOC,
+    )
+
+
+class SweepJobOut(BaseModel):
+    """A job of a sweep and where it ranks."""
+
+    rank: int | None = Field(
+        description="1 for the best job (the lowest best metric), 2 for the next, …; null for "
+        "a job without a best evaluation yet (listed after those with one)."
+    )
+    point: dict[str, Any] = Field(description="The fields this point set over the base.")
+    metric: str | None = Field(
+        description="The metric it is ranked by: fid (MNIST-like data), kl (stacked-mnist) or "
+        "mode_kl (ring8, grid25); null before its first evaluation, or for datasets without one."
+    )
+    value: float | None = Field(description="The job's best value of that metric.")
+    job: JobOut
+
+
+class SweepBestOut(BaseModel):
+    job_id: str
+    metric: str
+    value: float
+
+
+class SweepSummaryOut(BaseModel):
+    id: str
+    created_at: datetime
+    spec: dict[str, Any] = Field(description="What was asked for: base, and grid or points.")
+    size: int = Field(description="Jobs the sweep has (those deleted alone are not counted).")
+    states: dict[str, int] = Field(description="How many of its jobs are in each state.")
+    best: SweepBestOut | None = Field(description="Its best job so far, if any has a metric.")
+    links: dict[str, str] = Field(description="URLs: self, cancel.")
+
+
+class SweepOut(SweepSummaryOut):
+    jobs: list[SweepJobOut] = Field(
+        description="Its jobs, best first (ranked by metric), then those without one in the "
+        "order of their points."
+    )
+
+
+class SweepList(BaseModel):
+    sweeps: list[SweepSummaryOut] = Field(description="Newest first.")

@@ -270,3 +270,52 @@ def test_what_the_dashboard_offers_comes_from_the_service(tmp_path: Path, page: 
     finally:
         service.stop()
     assert not console_errors, console_errors
+
+
+def test_a_sweep_ranked_with_its_sample_grids(tmp_path: Path, mnist_dir: Path, page: Page) -> None:
+    from playwright.sync_api import expect
+
+    env = {"GAN_DATA_DIR": str(mnist_dir), "OMP_NUM_THREADS": "1"}  # tiny jobs: one thread
+    service = Service(tmp_path, env)
+    try:
+        service.serve()
+        base = {
+            "dataset": "ring8",
+            "arch": "mlp",
+            "max_steps": 40,
+            "batch_size": 32,
+            "log_every": 20,
+            "checkpoint_every": 20,
+            "eval_every": 20,
+            "eval_samples": 200,
+        }
+        body = {"base": base, "grid": {"lr_g": [1e-3, 1e-6]}}
+        sweep = httpx.post(f"{service.url}/sweeps", json=body, timeout=30).json()
+        page.goto(f"{service.url}/#/sweeps")
+        page.locator(f"tr[data-sweep='{sweep['id']}'] a").click()
+        rows = page.locator("tr.sweep-row")
+        expect(rows).to_have_count(2)
+        expect(page.locator(".summary-line")).to_contain_text(
+            "succeeded 2", timeout=TRAINING_S * 1000
+        )
+        expect(rows.nth(0)).to_have_attribute("data-rank", "1")
+        expect(rows.nth(1)).to_have_attribute("data-rank", "2")
+        ranked = httpx.get(f"{service.url}/sweeps/{sweep['id']}", timeout=30).json()["jobs"]
+        for row, entry in zip([rows.nth(0), rows.nth(1)], ranked, strict=True):
+            expect(row).to_have_attribute("data-job", entry["job"]["id"])
+            expect(row.locator(".metric-cell")).to_contain_text("mode_kl")
+            # The API's first samples import torch: seconds on a loaded machine.
+            expect(row.locator(".sweep-grid-cell")).to_contain_text("best, step", timeout=60_000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('img.sweep-grid')]"
+            ".every(img => !img.hidden && img.complete && img.naturalWidth > 0)"
+        )
+        screenshot(page, tmp_path / "dashboard-sweep.png")
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("button[data-action=delete]").click()
+        page.wait_for_url(re.compile(r"#/sweeps$"))
+        expect(page.get_by_text("No sweeps yet.")).to_be_visible()
+        assert httpx.get(f"{service.url}/jobs", timeout=30).json()["jobs"] == []
+    finally:
+        service.stop()

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     # Jobs (created or resumed) each API key may start a minute: across all API processes and
     # hosts when the broker is Redis (the budget is kept there), per API process otherwise.
     jobs_per_minute: int = Field(60, ge=1)
+    # Jobs one sweep (POST /sweeps) may make at most; each counts against jobs_per_minute.
+    max_sweep_jobs: int = Field(64, ge=1)
     # Unknown API keys one client address may send a minute (in Redis or per process, as
     # jobs_per_minute); past that it gets 429s until its budget refills: keys cannot be guessed
     # quickly.

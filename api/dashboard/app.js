@@ -1,8 +1,9 @@
 /* The GAN service's dashboard: plain JavaScript modules, no build step, no third-party code.
  *
  * Views are hash routes: #/jobs (the job list, ?state= filter; jobs.js), #/jobs/<id> (one job:
- * progress, charts, samples, spec, actions; job.js), #/new (the submit form; form.js) and
- * #/workers (the workers, their slots and what each trains; workers.js).
+ * progress, charts, samples, spec, actions; job.js), #/new (the submit form; form.js),
+ * #/sweeps, #/sweeps/<id> (sweeps, and one sweep's jobs ranked with their samples; sweeps.js)
+ * and #/workers (the workers, their slots and what each trains; workers.js).
  * Everything comes from the API (api.js), which the page calls like any other client; a job page
  * follows its job through the job's Server-Sent Events, or by polling (feed.js). Text from the
  * API is only ever inserted as text nodes, never as HTML (dom.js).
@@ -15,6 +16,7 @@ import { replace } from "./dom.js";
 import { newJobView } from "./form.js";
 import { jobView } from "./job.js";
 import { jobsView } from "./jobs.js";
+import { sweepsView, sweepView } from "./sweeps.js";
 import { workersView } from "./workers.js";
 
 function setUpKeyForm() {
@@ -39,6 +41,9 @@ function route() {
   let nav = "jobs";
   if (parts[0] === "jobs" && parts[1]) {
     current = jobView(decodeURIComponent(parts[1]));
+  } else if (parts[0] === "sweeps") {
+    current = parts[1] ? sweepView(decodeURIComponent(parts[1])) : sweepsView();
+    nav = "sweeps";
   } else if (parts[0] === "new") {
     current = newJobView();
     nav = "new";

@@ -11,6 +11,7 @@ import shutil
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from celery import Celery
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -30,8 +31,9 @@ from api.errors import field_error
 from api.routes.datasets import read_meta
 from api.schemas import JobList, JobOut, JobSpec, JobState, ResumeIn
 from api.webhooks import webhook_secret
-from gan.config import DATASETS, ConfigError, check_data, resolve
+from gan.config import DATASETS, ConfigError, TrainConfig, check_data, resolve
 from worker.celery_app import TRAIN_TASK
+from worker.settings import Settings
 from worker.store import jobs, leases, series, webhooks
 from worker.store.models import Job
 
@@ -67,7 +69,9 @@ def job_out(job: Job, request: Request) -> JobOut:
         started_at=job.started_at,
         finished_at=job.finished_at,
         updated_at=job.updated_at,
+        sweep_id=job.sweep_id,
         links={
+            **sweep_link(job, request),
             "self": url("get_job"),
             "events": url("job_events"),
             "metrics": url("get_metrics"),
@@ -79,6 +83,26 @@ def job_out(job: Job, request: Request) -> JobOut:
             "webhooks": url("job_webhooks"),
         },
     )
+
+
+def sweep_link(job: Job, request: Request) -> dict[str, str]:
+    """{"sweep": its URL} for a job of a sweep, else {}."""
+    if job.sweep_id is None:
+        return {}
+    return {"sweep": str(request.url_for("get_sweep", sweep_id=job.sweep_id))}
+
+
+def resolve_config(spec: Any, settings: Settings, owner: str) -> TrainConfig:
+    """The spec's config (preset and overrides), checked against its data when the dataset is
+    an upload; raises ConfigError naming the field (rules between fields, and between the
+    config and its data)."""
+    config = resolve(spec.preset, **spec.overrides())
+    if config.dataset not in DATASETS:  # an upload: it must exist and fit the config
+        meta = read_meta(settings.datasets_dir / config.dataset, owner)
+        if meta is None:
+            raise ConfigError("dataset", f"no uploaded dataset {config.dataset!r}")
+        check_data(config, tuple(meta.shape), meta.num_classes)
+    return config
 
 
 def _request_hash(spec: Any) -> str:
@@ -114,20 +138,28 @@ def _concurrent_winner(session: Session, owner: str, idempotency_key: str | None
     return earlier
 
 
-def _enqueue(job: Job, session: Session, celery: CeleryDep, queue: str) -> None:
-    """Send the job's task; when the broker is unreachable, record the job as failed (a
-    person can resume it) and answer 503."""
+def queue_or_fail(job: Job, celery: Celery, queue: str) -> bool:
+    """Send the job's task: True when sent; when the broker is unreachable, the job is marked
+    failed (a person can resume it; the caller commits) and False."""
     try:
         celery.send_task(TRAIN_TASK, args=[job.id], queue=queue)
     except Exception as e:  # kombu raises OperationalError and friends
         log.exception("could not enqueue job %s", job.id)
         leases.mark_finished(job, error=f"could not be queued: {e}")
+        return False
+    return True
+
+
+def _enqueue(job: Job, session: Session, celery: CeleryDep, queue: str) -> None:
+    """Send the job's task; when the broker is unreachable, record the job as failed (a
+    person can resume it) and answer 503."""
+    if not queue_or_fail(job, celery, queue):
         session.commit()
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             f"job {job.id} could not be queued (broker unreachable); it is recorded as failed "
             f"and can be resumed with POST /jobs/{job.id}/resume",
-        ) from e
+        )
 
 
 IdempotencyKey = Annotated[
@@ -171,12 +203,7 @@ def create_job(
         if earlier is not None:
             return _replay(earlier, request_hash, request, response)
     try:
-        config = resolve(spec.preset, **spec.overrides())
-        if config.dataset not in DATASETS:  # an upload: it must exist and fit the config
-            meta = read_meta(settings.datasets_dir / config.dataset, owner)
-            if meta is None:
-                raise ConfigError("dataset", f"no uploaded dataset {config.dataset!r}")
-            check_data(config, tuple(meta.shape), meta.num_classes)
+        config = resolve_config(spec, settings, owner)
     except ConfigError as e:  # rules between fields, and between the config and its data
         raise field_error(["body", e.field], str(e)) from e
     hook = spec.webhook

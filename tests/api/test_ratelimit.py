@@ -24,6 +24,21 @@ def test_the_redis_bucket_is_shared_by_limiters_like_api_processes(own_redis: Re
     assert 0 < ttl <= 61_000  # forgotten once it would be full again
 
 
+@pytest.mark.parametrize("kind", ["redis", "local"])
+def test_a_cost_of_several_tokens_and_above_the_capacity(own_redis: RedisServer, kind: str):
+    """A sweep of n jobs takes n tokens; one larger than the bucket takes a full bucket and
+    leaves it in debt, so the key waits for the whole cost (both kinds of limiter alike)."""
+    limiter = (
+        RedisRateLimiter(own_redis.url, "gan:t:ratelimit:jobs", 6)  # a token every 10 s
+        if kind == "redis"
+        else LocalRateLimiter(6)
+    )
+    assert limiter.take("a", 4) == 0
+    assert 19 < limiter.take("a", 4) <= 20  # 2 left, 2 more to wait for
+    assert limiter.take("b", 10) == 0  # from a full bucket: 6 - 10 = -4 tokens
+    assert 49 < limiter.take("b") <= 50  # back to 1 token takes 5 × 10 s
+
+
 def test_the_redis_bucket_refills_and_never_gives_more_than_its_capacity(own_redis: RedisServer):
     limiter = RedisRateLimiter(own_redis.url, "gan:t:ratelimit:jobs", 600)  # 10 tokens a second
     started = time.monotonic()

@@ -118,3 +118,22 @@ def test_openapi_documents_webhooks(client):
     assert set(hook["properties"]) == {"url", "events", "progress_every_s"}
     generator = spec["paths"]["/jobs/{job_id}/generator"]["get"]
     assert "501" in generator["responses"] and "onnx" in str(generator["parameters"])
+
+
+def test_a_sweeps_webhook_is_every_one_of_its_jobs(client, settings):
+    use(settings, webhook_secret="server-secret")
+    hook = {"url": "http://127.0.0.1:9/hook", "events": ["state"]}
+    body = {"base": {"max_steps": 10, "webhook": hook}, "grid": {"seed": [0, 1]}}
+    sweep = client.post("/sweeps", json=body)
+    assert sweep.status_code == 202, sweep.text
+    for entry in sweep.json()["jobs"]:
+        shown = client.get(entry["job"]["links"]["webhooks"]).json()["webhook"]
+        assert shown == {**hook, "progress_every_s": 30.0}
+    point = {"base": {"max_steps": 10}, "points": [{"webhook": hook}]}
+    assert errors(client.post("/sweeps", json=point))[0][0] == ["body", "points", 0, "webhook"]
+
+
+def test_a_sweeps_webhook_is_checked_where_it_is(client, settings):
+    use(settings, webhook_secret="")
+    body = {"base": {"webhook": {"url": URL}}, "grid": {"seed": [0]}}
+    assert errors(client.post("/sweeps", json=body))[0][0] == ["body", "base", "webhook"]

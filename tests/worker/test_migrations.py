@@ -23,8 +23,8 @@ from worker.store.db import get_engine, session_scope
 from worker.store.models import Base
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"jobs", "metric_points", "job_events", "api_keys", "worker_slots", migrate.VERSION_TABLE}
-TABLES |= {"webhooks", "webhook_deliveries"}  # 0004_webhooks
+TABLES = {"jobs", "sweeps", "metric_points", "job_events", "api_keys", migrate.VERSION_TABLE}
+TABLES |= {"worker_slots", "webhooks", "webhook_deliveries"}  # 0003_workers, 0004_webhooks
 
 # Imports, says it is ready, waits for the others (a file each in a barrier folder), migrates.
 RACER = """
@@ -267,8 +267,8 @@ def test_a_new_revision_follows_head_and_upgrades(tmp_path, monkeypatch):
     engine = create_engine(f"sqlite:///{tmp_path / 'gan.db'}")
     try:
         before = migrate.head()
+        number = f"{1 + len(list(migrate.script_directory().walk_revisions())):04d}"
         path = migrate.revision(engine, "add nothing")
-        number = f"{int(before[:4]) + 1:04d}"  # 0001, 0002, …, 0004_webhooks
         assert path == copy / "versions" / f"{number}_add_nothing.py"
         assert migrate.head() == number
         assert migrate.script_directory().get_revision(number).down_revision == before

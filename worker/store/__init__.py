@@ -6,7 +6,8 @@ Both go through the functions of this package so that state changes happen in on
 functions that change a job mutate it inside the caller's ``session_scope``, which commits.
 
 - ``states``: a job's states (``JobState``, ``STATES``, ``FINAL_STATES``, …);
-- ``models``: the tables (``Job``, ``MetricPoint``, ``JobEvent``, ``ApiKey``, ``WorkerSlot``);
+- ``models``: the tables (``Job``, ``Sweep``, ``MetricPoint``, ``JobEvent``, ``ApiKey``,
+  ``WorkerSlot``, ``Webhook``, ``WebhookDelivery``);
 - ``db``: one engine per database URL, migrated on first use (``worker.migrate``), and
   ``session_scope``;
 - ``jobs``: what clients do to a job: create, get, list, cancel, resume, delete;
@@ -14,7 +15,9 @@ functions that change a job mutate it inside the caller's ``session_scope``, whi
 - ``events``: the log of each job's changes that clients follow;
 - ``series``: progress reports, and the time series of them;
 - ``keys``: API keys;
-- ``workers``: the training slots' heartbeats, and who trains what.
+- ``workers``: the training slots' heartbeats, and who trains what;
+- ``webhooks``: jobs' webhooks and the log of their deliveries;
+- ``sweeps``: sweeps, the jobs one request made from a grid or list of points, ranked.
 
 States (``states.STATES``)::
 

@@ -28,6 +28,7 @@ def create_job(
     owner: str = "",
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    sweep_id: str | None = None,
 ) -> Job:
     now = utcnow()
     job = Job(
@@ -46,6 +47,7 @@ def create_job(
         lease_token=0,
         attempts=0,
         lost=0,
+        sweep_id=sweep_id,
     )
     session.add(job)
     session.flush()

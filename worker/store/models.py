@@ -98,8 +98,37 @@ class Job(Base):
     lease_token: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # times a worker claimed it
     lost: Mapped[int] = mapped_column(Integer, default=0)  # times its worker was lost
+    # The sweep that made it (``worker.store.sweeps``), if any; a job of a sweep is an ordinary
+    # job otherwise.
+    sweep_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("sweeps.id", ondelete="SET NULL"), index=True
+    )
     points: WriteOnlyMapped[MetricPoint] = relationship(passive_deletes=True)
     events: WriteOnlyMapped[JobEvent] = relationship(passive_deletes=True)
+
+
+class Sweep(Base):
+    """A set of jobs made by one request: a base spec and a grid (or list) of points over
+    fields, one job per point (``Job.sweep_id``). The sweep keeps what was asked for; each job
+    keeps its own resolved config."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (
+        UniqueConstraint("owner", "idempotency_key", name="uq_sweeps_owner_idempotency_key"),
+        Index("ix_sweeps_owner_created", "owner", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), default="")
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    # The request: {"base": {preset, overrides…}, "grid": {field: [values]} | None,
+    # "points": [{field: value}] | None}.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Its jobs in the order of its points: [{"job_id": str, "point": {field: value}}] (a job
+    # deleted on its own stays listed here, and is skipped).
+    points: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class MetricPoint(Base):
