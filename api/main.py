@@ -8,6 +8,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import (
     STORE_ERRORS,
+    artifact_store_error_handler,
     http_error_handler,
     store_error_handler,
     validation_error_handler,
@@ -27,6 +28,7 @@ from api.routes import (
     prometheus,
     samples,
 )
+from worker.artifacts import ArtifactStoreError
 
 DESCRIPTION = """
 Train a GAN without babysitting it: POST a job spec to `/jobs`, follow `GET /jobs/{id}` (or its
@@ -44,6 +46,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     for store_error in STORE_ERRORS:  # the job store is down: 503, never 500
         app.add_exception_handler(store_error, store_error_handler)
+    app.add_exception_handler(ArtifactStoreError, artifact_store_error_handler)
     app.state.metrics = ApiMetrics()  # this app's own Prometheus registry
     # Innermost first: the latency observer sees the scope the router fills in.
     app.add_middleware(ObserveSamplingLatency, histogram=app.state.metrics.sampling_latency)

@@ -30,6 +30,7 @@ from api.errors import field_error
 from api.routes.datasets import read_meta
 from api.schemas import JobList, JobOut, JobSpec, JobState, ResumeIn
 from gan.config import DATASETS, ConfigError, check_data, resolve
+from worker.artifacts import job_key
 from worker.celery_app import TRAIN_TASK
 from worker.store import jobs, leases, series
 from worker.store.models import Job
@@ -169,7 +170,7 @@ def create_job(
     try:
         config = resolve(spec.preset, **spec.overrides())
         if config.dataset not in DATASETS:  # an upload: it must exist and fit the config
-            meta = read_meta(settings.datasets_dir / config.dataset, owner)
+            meta = read_meta(settings.artifacts(), config.dataset, owner)
             if meta is None:
                 raise ConfigError("dataset", f"no uploaded dataset {config.dataset!r}")
             check_data(config, tuple(meta.shape), meta.num_classes)
@@ -290,5 +291,6 @@ def delete_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> Respo
     progress report and removes anything it wrote since."""
     jobs.delete_job(session, job)
     session.commit()
-    shutil.rmtree(settings.job_dir(job.id), ignore_errors=True)
+    shutil.rmtree(settings.job_dir(job.id), ignore_errors=True)  # this machine's copies
+    settings.artifacts().delete_prefix(job_key(job.id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
