@@ -141,8 +141,9 @@ class ArtifactStore:
     def check(self) -> None:
         """ArtifactStoreError unless the store can be listed (for /readyz and start-up): the
         endpoint answers, the credentials are accepted and the bucket exists."""
+        bucket = self.root.split("/", 1)[0] if self.remote else self.root  # a prefix may not be
         try:
-            self._call(lambda: self.fs.ls(self.root, detail=False))
+            self._call(lambda: self.fs.ls(bucket, detail=False))
         except FileNotFoundError as e:
             if self.remote:
                 raise ArtifactStoreError(self.describe(e)) from e

@@ -9,9 +9,9 @@ import torch
 
 from api import sampling
 from gan.checkpoint import checkpoint_path
-from worker.artifacts import ArtifactStore
 from tests.api.test_metrics import report
 from tests.api.test_samples import job_with_a_best_checkpoint, train_job_briefly
+from worker.artifacts import ArtifactStore
 
 FID = {"fid": 40.0, "diversity": 0.9}
 
