@@ -91,6 +91,7 @@ class ArtifactStore:
         if self.remote:
             protocol, _, root = url.partition("://")
             self.fs: Any = fsspec.filesystem(protocol, **_remote_options(protocol))
+            self.fs.retries = 2  # s3fs's own, besides botocore's: callers retry outages
             self._root = root.strip("/")
         else:
             self.fs = fsspec.filesystem("file")
@@ -327,7 +328,7 @@ def _remote_options(protocol: str) -> dict[str, Any]:
         "config_kwargs": {
             "connect_timeout": CONNECT_TIMEOUT_S,
             "read_timeout": 60,
-            "retries": {"max_attempts": 2, "mode": "standard"},
+            "retries": {"max_attempts": 1, "mode": "standard"},
         },
     }
 

@@ -63,7 +63,7 @@ def test_a_store_that_cannot_be_used_says_which_and_why(seaweedfs, tmp_path, mon
     with pytest.raises(ArtifactStoreError, match=r"s3://no-such-bucket.*bucket.*must exist"):
         ArtifactStore("s3://no-such-bucket/x", tmp_path).check()
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
-    with pytest.raises(ArtifactStoreError, match="GAN_ARTIFACTS_URL.*AWS_SECRET_ACCESS_KEY"):
+    with pytest.raises(ArtifactStoreError, match=r"GAN_ARTIFACTS_URL.*AWS_SECRET_ACCESS_KEY"):
         ArtifactStore(seaweedfs.url("ok"), tmp_path).check()
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     with pytest.raises(ArtifactStoreError, match=r"127\.0\.0\.1:9.*AWS_ENDPOINT_URL"):
