@@ -17,6 +17,9 @@ interface keyed by ``/``-separated names relative to the store's root
 
 Errors of the store (unreachable, refused credentials, no such bucket) are
 ``ArtifactStoreError``: an OSError whose message names the store and the setting to check.
+
+Free of torch at import (the settings import it, and the API enqueues jobs without torch): the
+atomic file write of ``gan.checkpoint`` is imported where it is used.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from typing import Any
 
 import fsspec
 
-from gan.checkpoint import write_file_atomically
 from gan.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -194,12 +196,12 @@ class ArtifactStore:
         """Write ``data`` to ``key`` atomically: one PUT on an object store, a temporary file
         and a rename in a folder. ``may_write`` is asked last, just before (see
         ``gan.checkpoint.save_checkpoint``)."""
+        from gan.checkpoint import WriteRefused, write_file_atomically
+
         if not self.remote:
             write_file_atomically(data, Path(self.path(key)), may_write)
             return
         if may_write is not None and not may_write():
-            from gan.checkpoint import WriteRefused
-
             raise WriteRefused(f"{key} was not written: writes to {self.url} were refused")
         self._call(lambda: self.fs.pipe_file(self.path(key), bytes(data)))
 
@@ -256,6 +258,8 @@ class ArtifactStore:
             return copy
         except FileNotFoundError:
             pass
+        from gan.checkpoint import write_file_atomically
+
         data = self.read_bytes(entry.key)
         if len(entry.version) == 32 and _md5(data) != entry.version:
             raise FileNotFoundError(f"{entry.key} was replaced while it was read")
@@ -267,6 +271,8 @@ class ArtifactStore:
         """Make ``folder`` hold exactly the objects under ``prefix`` (relative names kept):
         those missing or of another size are fetched, files the store lacks are removed. For a
         folder store, ``folder`` is the store's own folder: nothing to do."""
+        from gan.checkpoint import write_file_atomically
+
         entries = self.listing(prefix)
         if not self.remote:
             return entries
