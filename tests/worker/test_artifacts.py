@@ -72,7 +72,9 @@ def test_a_store_that_cannot_be_used_says_which_and_why(seaweedfs, tmp_path, mon
 
 def resume(settings, job_id: str, max_steps: int) -> None:
     with session_scope(settings.database_url) as session:
-        jobs.resume(jobs.get_job(session, job_id), max_steps=max_steps)
+        job = jobs.get_job(session, job_id)
+        assert job is not None
+        jobs.resume(job, max_steps=max_steps)
 
 
 def host(settings, name: str, quick_mnist_judge=None):
