@@ -64,6 +64,7 @@ def test_a_job_moves_between_machines_through_the_object_store(
                    if "resumed from" in line]  # fmt: skip
         assert len(resumed) == 1, c.logs()
         assert 0 <= killed["step"] - resumed[0] <= 20  # at most one checkpoint interval lost
+        print(f"killed at step {killed['step']}; resumed on another machine from {resumed[0]}")
         assert not (tmp_path / "host-a" / "var" / "artifacts").exists()  # the API's disk: none
 
         listed = httpx.get(f"{api.url}/jobs/{job_id}/checkpoints", timeout=30).json()

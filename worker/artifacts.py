@@ -311,8 +311,11 @@ def local_version(stat: os.stat_result) -> str:
 
 def _keep_newest(folder: Path, keep: int) -> None:
     """Remove all but the ``keep`` files of ``folder`` used last (open ones stay readable)."""
-    files = sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in files[keep:]:
+    used = []
+    for path in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # removed by another thread meanwhile
+            used.append((path.stat().st_mtime, path))
+    for _, path in sorted(used, reverse=True)[keep:]:
         path.unlink(missing_ok=True)
 
 

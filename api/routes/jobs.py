@@ -30,7 +30,7 @@ from api.errors import field_error
 from api.routes.datasets import read_meta
 from api.schemas import JobList, JobOut, JobSpec, JobState, ResumeIn
 from gan.config import DATASETS, ConfigError, check_data, resolve
-from worker.artifacts import job_key
+from worker.artifacts import ArtifactStoreError, job_key
 from worker.celery_app import TRAIN_TASK
 from worker.store import jobs, leases, series
 from worker.store.models import Job
@@ -288,9 +288,15 @@ def resume_job(
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
 def delete_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> Response:
     """Remove a job, its metrics, events and files. A running job's worker stops at its next
-    progress report and removes anything it wrote since."""
+    progress report and removes anything it wrote since. An artifact store that cannot be
+    reached is a 503 before anything is removed (the job stays, to be deleted again)."""
+    store = settings.artifacts()
+    store.delete_prefix(job_key(job.id))
     jobs.delete_job(session, job)
     session.commit()
     shutil.rmtree(settings.job_dir(job.id), ignore_errors=True)  # this machine's copies
-    settings.artifacts().delete_prefix(job_key(job.id))
+    try:  # what a worker wrote meanwhile (it removes what it writes after this, too)
+        store.delete_prefix(job_key(job.id))
+    except ArtifactStoreError as e:
+        log.warning("job %s deleted, but not all of its files: %s", job.id, e)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
