@@ -4,6 +4,7 @@ with a reason when the store is gone, carrying on through a restart of the store
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 import time
@@ -146,6 +147,7 @@ def test_the_object_store_restarted_mid_training_loses_nothing(
 ):
     for name, value in own_seaweedfs.env.items():
         monkeypatch.setenv(name, value)
+    caplog.set_level(logging.INFO, logger="worker.artifacts")
     settings = s3_settings.model_copy(
         update={"artifacts_url": own_seaweedfs.url("p"), "artifacts_retry_s": 60.0}
     )
