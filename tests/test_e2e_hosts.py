@@ -53,13 +53,13 @@ def test_a_job_moves_between_machines_through_the_object_store(
         api.serve("--no-worker")
         first = b.start("worker")
         job_id = api.submit({"dataset": "ring8", "max_steps": 160, "checkpoint_every": 20,
-                             "log_every": 5, "eval_every": 0})  # fmt: skip
-        wait_for(lambda: (api.job(job_id)["checkpoint_step"] or 0) >= 40, 120, "step 40")
+                             "log_every": 5, "eval_every": 0, "batch_size": 32})  # fmt: skip
+        wait_for(lambda: (api.job(job_id)["checkpoint_step"] or 0) >= 40, 240, "step 40")
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         killed = api.job(job_id)
         c.start("worker")  # another machine, nothing of the job on its disk
-        wait_for(lambda: api.job(job_id)["state"] == "succeeded", 120, "success", every=0.5)
+        wait_for(lambda: api.job(job_id)["state"] == "succeeded", 240, "success", every=0.5)
         resumed = [int(line.split("step-")[1][:8]) for line in c.logs().splitlines()
                    if "resumed from" in line]  # fmt: skip
         assert len(resumed) == 1, c.logs()
@@ -80,7 +80,7 @@ def test_a_job_moves_between_machines_through_the_object_store(
         assert upload.status_code == 201, upload.text
         trained = api.submit({"dataset": upload.json()["id"], "max_steps": 4,
                               "checkpoint_every": 2, "batch_size": 8, "eval_every": 0})  # fmt: skip
-        wait_for(lambda: api.job(trained)["state"] == "succeeded", 60, "the upload's job")
+        wait_for(lambda: api.job(trained)["state"] == "succeeded", 120, "the upload's job")
 
         keys = httpx.get(f"{api.url}/jobs/{trained}/checkpoints", timeout=30).json()
         assert [c["step"] for c in keys["checkpoints"]] == [2, 4]
