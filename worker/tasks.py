@@ -35,7 +35,7 @@ from gan.judge import JudgeError
 from gan.progress import Progress
 from gan.train import TrainingError, train
 from worker import staging, tensorboard
-from worker.artifacts import job_key
+from worker.artifacts import ArtifactStoreError, job_key
 from worker.celery_app import TRAIN_TASK, app
 from worker.logs import job_context
 from worker.settings import Settings, get_settings
@@ -391,5 +391,9 @@ def _let_go(job_id: str, settings: Settings) -> None:
             log.warning("job %s: its lease went to another worker; stopped here", job_id)
             return
     shutil.rmtree(settings.job_dir(job_id), ignore_errors=True)
-    settings.artifacts().delete_prefix(job_key(job_id))
+    try:
+        settings.artifacts().delete_prefix(job_key(job_id))
+    except ArtifactStoreError as e:
+        log.warning("job %s was deleted, but its files could not all be removed: %s", job_id, e)
+        return
     log.info("job %s was deleted; stopped and removed its files", job_id)
