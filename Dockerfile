@@ -40,7 +40,8 @@ RUN pip install --no-cache-dir . \
     && rm -rf build *.egg-info
 
 ENV GAN_DATA_DIR=/data \
-    GAN_ARTIFACTS_DIR=/artifacts \
+    GAN_ARTIFACTS_URL=/artifacts \
+    GAN_CACHE_DIR=/artifacts/cache \
     GAN_HOST=0.0.0.0
 
 USER gan

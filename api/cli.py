@@ -67,10 +67,13 @@ def serve(host: str, port: int, with_worker: bool, processes: int = 1) -> None:
         f"  job store  {settings.database_url}\n"
         f"  broker     {settings.broker_url}"
         + (f" ({settings.broker_dir})" if is_embedded(settings.broker_url) else "")
-        + f"\n  data       {settings.data_dir}\n  artifacts  {settings.artifacts_dir}"
+        + f"\n  data       {settings.data_dir}\n  artifacts  {settings.artifacts_url}"
         + f"\n  access     {guard}",
         flush=True,
     )
+    from worker.main import check_artifacts
+
+    check_artifacts(settings, "api")  # logs which store, and why it cannot be used
     worker = subprocess.Popen([sys.executable, "-m", "worker"]) if with_worker else None
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found before:
     # make that a clean exit, so the `finally` below always stops the worker.

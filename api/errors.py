@@ -116,3 +116,13 @@ async def store_error_handler(request: Request, exc: Exception) -> Response:
     if isinstance(exc, sa_exc.TimeoutError):
         reason = "the job store is busy (no database connection came free in time)"
     return await http_exception_handler(request, unavailable(reason, STORE_RETRY_S))
+
+
+ARTIFACTS_RETRY_S = 5.0  # Retry-After of a 503 for an artifact store that cannot be reached
+
+
+async def artifact_store_error_handler(request: Request, exc: Exception) -> Response:
+    """A 503 with Retry-After, naming the artifact store and the settings to check, for an
+    ``worker.artifacts.ArtifactStoreError`` (unreachable, credentials or bucket refused)."""
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return await http_exception_handler(request, unavailable(str(exc), ARTIFACTS_RETRY_S))

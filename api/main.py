@@ -8,6 +8,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import (
     STORE_ERRORS,
+    artifact_store_error_handler,
     http_error_handler,
     store_error_handler,
     validation_error_handler,
@@ -32,6 +33,7 @@ from api.routes import (
     webhooks,
     workers,
 )
+from worker.artifacts import ArtifactStoreError
 
 DESCRIPTION = """
 Train a GAN without babysitting it: POST a job spec to `/jobs`, follow `GET /jobs/{id}` (or its
@@ -50,6 +52,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     for store_error in STORE_ERRORS:  # the job store is down: 503, never 500
         app.add_exception_handler(store_error, store_error_handler)
+    app.add_exception_handler(ArtifactStoreError, artifact_store_error_handler)
     app.state.metrics = ApiMetrics()  # this app's own Prometheus registry
     mark_dead_at_exit()  # under `gan serve --processes N`, this process's live gauges go at exit
     # Innermost first: the latency observer sees the scope the router fills in.

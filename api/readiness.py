@@ -1,4 +1,5 @@
-"""The checks behind ``/readyz``: can this API reach its job store and its broker?
+"""The checks behind ``/readyz``: can this API reach its job store, its broker and its artifact
+store?
 
 Each check runs in a daemon thread of its own and gets ``CHECK_TIMEOUT_S``: a server that
 never answers makes its check fail, never the request hang (the thread is left to finish or
@@ -43,6 +44,13 @@ def check_broker(settings: Settings, timeout: float = CHECK_TIMEOUT_S) -> None:
         options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
     with celery.connection_for_write(connect_timeout=timeout, transport_options=options) as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+
+
+def check_artifacts(settings: Settings) -> None:
+    """List the artifact store's root (``GAN_ARTIFACTS_URL``): the endpoint answers, the
+    credentials are accepted and the bucket exists (a folder that does not exist yet is made
+    on the first write)."""
+    settings.artifacts().check()
 
 
 def run_checks(

@@ -1,11 +1,12 @@
-"""Finding a job's checkpoints on disk and loading their generators, for the samples,
-interpolation and checkpoints endpoints. Imports torch: routes import this lazily, so the API
-starts and enqueues jobs without loading torch.
+"""Finding a job's checkpoints in the artifact store and loading their generators, for the
+samples, interpolation and checkpoints endpoints. Imports torch: routes import this lazily, so
+the API starts and enqueues jobs without loading torch.
 
-Training writes and prunes checkpoints while the API reads them: a file can vanish (pruned) or be
-replaced (best.pt, atomically) between finding it and reading it. Every read checks that it read
-the file that was found (same size and mtime), else raises CheckpointChanged, and
-``retry_on_change`` finds the checkpoint again.
+Training writes and prunes checkpoints while the API reads them: an object can vanish (pruned)
+or be replaced (best.pt, atomically) between finding it and reading it. Every read checks that
+it read the version that was found (in a folder: same inode, size and mtime; an object store's
+copy is downloaded into GAN_CACHE_DIR under its ETag and checked against it), else raises
+CheckpointChanged, and ``retry_on_change`` finds the checkpoint again.
 """
 
 from __future__ import annotations
@@ -28,16 +29,10 @@ import numpy as np
 import torch
 
 from api.slots import sampling_slots
-from gan.checkpoint import (
-    BEST_NAME,
-    CheckpointError,
-    best_checkpoint,
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-)
+from gan.checkpoint import BEST_NAME, CheckpointError, load_checkpoint, step_of
 from gan.models import Generator
 from gan.sample import LoadedGenerator, generate, generate_class_rows, read_generator
+from worker.artifacts import ArtifactStore, Entry, checkpoints_key, local_version
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,10 +41,10 @@ Kind = Literal["latest", "best", "step"]
 
 ATTEMPTS = 3  # finding a checkpoint again after training pruned or replaced it
 _CACHE_SIZE = 8
-# Generators by (path, size, mtime_ns, ema); best.pt's step by (path, size, mtime_ns).
+# Generators by (store, name, size, version, ema); best.pt's step by (store, name, size, version).
 _generators: OrderedDict[Hashable, LoadedGenerator] = OrderedDict()
 _best_steps: OrderedDict[Hashable, int] = OrderedDict()
-# Checkpoint files whose checksum was verified, by (path, size, mtime_ns).
+# Checkpoints whose checksum was verified, by (store, name, size, version).
 _verified: OrderedDict[Hashable, bool] = OrderedDict()
 _lock = threading.Lock()
 
@@ -77,11 +72,11 @@ _libc = _load_libc()
 
 
 class NoCheckpoint(LookupError):
-    """The job has written no checkpoint yet."""
+    """The job has written no checkpoint yet (none is in the artifact store)."""
 
 
 class CheckpointNotFound(LookupError):
-    """The checkpoint asked for is not on disk; the message lists those that are."""
+    """The checkpoint asked for is not in the store; the message lists those that are."""
 
 
 class CheckpointChanged(LookupError):
@@ -89,19 +84,48 @@ class CheckpointChanged(LookupError):
 
 
 @dataclass(frozen=True)
-class Found:
-    """A checkpoint file as found on disk: how it was picked, its step, and its identity (path,
-    size, mtime), which changes whenever training replaces the file."""
+class Checkpoints:
+    """A job's checkpoint folder in the artifact store (``worker.artifacts``)."""
 
-    path: Path
+    store: ArtifactStore
+    prefix: str  # jobs/<id>/checkpoints
+
+    @classmethod
+    def of(cls, settings: Settings, job_id: str) -> Checkpoints:
+        return cls(settings.artifacts(), checkpoints_key(job_id))
+
+    def entries(self) -> tuple[list[tuple[int, Entry]], Entry | None]:
+        """(step, object) of every step file, oldest first, and best.pt's object, if any: one
+        listing of the folder."""
+        steps, best = [], None
+        for entry in self.store.listing(self.prefix):
+            if entry.key != f"{self.prefix}/{entry.name}":
+                continue  # deeper down: not a checkpoint of this folder
+            if entry.name == BEST_NAME:
+                best = entry
+            elif (step := step_of(entry.name)) is not None:
+                steps.append((step, entry))
+        return sorted(steps, key=lambda s: s[0]), best
+
+
+@dataclass(frozen=True)
+class Found:
+    """A checkpoint as found in the store: how it was picked, its step, and its object (name,
+    size, version: an object store's ETag, a file's inode, size and mtime), whose version
+    changes whenever training replaces it."""
+
+    store: ArtifactStore
+    entry: Entry
     kind: Kind  # "latest", "best" (best.pt) or "step"
     step: int
-    size: int
-    mtime_ns: int
 
     @property
-    def identity(self) -> tuple[str, int, int]:
-        return str(self.path), self.size, self.mtime_ns
+    def identity(self) -> tuple[str, str, int, str]:
+        return self.store.url, self.entry.key, self.entry.size, self.entry.version
+
+    @property
+    def size(self) -> int:
+        return self.entry.size
 
 
 def retry_on_change(action: Callable[[], T]) -> T:
@@ -115,87 +139,100 @@ def retry_on_change(action: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def find(checkpoint_dir: Path, checkpoint: str | None) -> Found:
+def find(folder: Checkpoints, checkpoint: str | None) -> Found:
     """The checkpoint ``checkpoint`` names: "latest", "best", a step number, or None for best
     when the run keeps one, else latest. A step that training pruned but kept as best.pt is
     found there.
 
-    NoCheckpoint when the job has none yet, CheckpointNotFound when the named one is not on disk.
+    NoCheckpoint when the job has none yet, CheckpointNotFound when the named one is not there.
     """
-    return retry_on_change(lambda: _find(checkpoint_dir, checkpoint))
+    return retry_on_change(lambda: _find(folder, checkpoint))
 
 
-def _find(checkpoint_dir: Path, checkpoint: str | None) -> Found:
-    best = best_checkpoint(checkpoint_dir)
+def _find(folder: Checkpoints, checkpoint: str | None) -> Found:
+    steps, best = folder.entries()
     if checkpoint is None and best is not None:
         try:
-            return _stat(best, "best")
+            return _stat(folder.store, best, "best")
         except CheckpointError as e:  # unreadable: the default falls back to the newest
-            log.warning("%s: %s; sampling from the newest checkpoint", best, e)
+            log.warning("%s: %s; sampling from the newest checkpoint", best.key, e)
     if checkpoint in (None, "latest"):
-        latest = latest_checkpoint(checkpoint_dir)
-        if latest is None:
-            raise NoCheckpoint(checkpoint_dir)
-        return _stat(latest, "latest")
+        if not steps:
+            raise NoCheckpoint(folder.store.url)
+        return _stat(folder.store, steps[-1][1], "latest")
     if checkpoint == "best":
         if best is None:
             raise CheckpointNotFound(
                 "no best checkpoint (one is kept from the first evaluation on, when eval_every "
-                f"> 0 and the dataset has a quality metric); {on_disk(checkpoint_dir)}"
+                f"> 0 and the dataset has a quality metric); {_kept(folder.store, steps, best)}"
             )
-        return _stat(best, "best")
+        return _stat(folder.store, best, "best")
     assert checkpoint is not None and checkpoint.isdigit(), checkpoint
     step = int(checkpoint)
-    for found, path in list_checkpoints(checkpoint_dir):
+    for found, entry in steps:
         if found == step:
-            return _stat(path, "step")
-    if best is not None and (kept := _stat(best, "step")).step == step:  # pruned, kept as best
-        return kept
-    raise CheckpointNotFound(f"no checkpoint at step {step}; {on_disk(checkpoint_dir)}")
+            return _stat(folder.store, entry, "step")
+    if best is not None and (kept := _stat(folder.store, best, "step")).step == step:
+        return kept  # pruned, kept as best
+    raise CheckpointNotFound(f"no checkpoint at step {step}; {_kept(folder.store, steps, best)}")
 
 
-def listing(checkpoint_dir: Path) -> list[Found]:
-    """Every checkpoint on disk: the step files (kind "step"), oldest first, with best.pt (kind
-    "best") after the step file of its step. Files pruned while listing are left out."""
+def listing(folder: Checkpoints) -> list[Found]:
+    """Every checkpoint in the store: the step files (kind "step"), oldest first, with best.pt
+    (kind "best") after the step file of its step. Files pruned while listing are left out."""
+    steps, best = folder.entries()
     found = []
-    for _, path in list_checkpoints(checkpoint_dir):
-        try:
-            found.append(_stat(path, "step"))
+    for _, entry in steps:
+        try:  # pruned since the listing: left out
+            found.append(_stat(folder.store, _again(folder, entry), "step"))
         except CheckpointChanged:
             continue
-    best = best_checkpoint(checkpoint_dir)
     if best is not None:
         try:
-            found.append(retry_on_change(lambda: _stat(best, "best")))
+            found.append(retry_on_change(lambda: _stat(folder.store, _again(folder, best))))
         except CheckpointError as e:  # its step cannot be read: it cannot be listed
-            log.warning("%s: %s; not listed", best, e)
+            log.warning("%s: %s; not listed", best.key, e)
+        except CheckpointChanged:  # removed meanwhile (the job deleted)
+            pass
     return sorted(found, key=lambda f: (f.step, f.kind == "best"))
 
 
-def on_disk(checkpoint_dir: Path) -> str:
+def _again(folder: Checkpoints, entry: Entry) -> Entry:
+    """The object ``entry`` names as it is now (it may have been replaced since it was listed);
+    CheckpointChanged when it is gone."""
+    now = folder.store.info(entry.key)
+    if now is None:
+        raise CheckpointChanged(entry.key)
+    return now
+
+
+def on_disk(folder: Checkpoints) -> str:
     """The checkpoints that can be asked for, for a person."""
-    steps = [str(step) for step, _ in list_checkpoints(checkpoint_dir)]
-    kept = [f"steps {', '.join(steps)}" if steps else "no step checkpoints"]
-    best = best_checkpoint(checkpoint_dir)
+    steps, best = folder.entries()
+    return _kept(folder.store, steps, best)
+
+
+def _kept(store: ArtifactStore, steps: list[tuple[int, Entry]], best: Entry | None) -> str:
+    kept = [f"steps {', '.join(str(s) for s, _ in steps)}" if steps else "no step checkpoints"]
     if best is not None:
         try:
-            kept.append(f"best (step {retry_on_change(lambda: _stat(best, 'best')).step})")
-        except CheckpointError:
+            kept.append(f"best (step {_stat(store, best).step})")
+        except (CheckpointError, CheckpointChanged):
             kept.append("best (unreadable)")
     return f"on disk: {' and '.join(kept)}"
 
 
 def load(found: Found, ema: bool) -> LoadedGenerator:
     """The generator of the checkpoint ``found`` (its EMA when ``ema`` and the run kept one),
-    from a small LRU cache keyed by the file's path, size and mtime and ``ema``.
+    from a small LRU cache keyed by the object's name, size and version and ``ema``.
 
-    CheckpointChanged when the file is no longer the one found.
+    CheckpointChanged when the object is no longer the one found.
     """
     key = (*found.identity, ema)
     cached = _cached(_generators, key)
     if cached is not None:
         return cached
-    loaded = _read(found.path, found.identity[1:], lambda path: read_generator(path, ema=ema))
+    loaded = _read(found.store, found.entry, lambda path: read_generator(path, ema=ema))
     return _store(_generators, key, loaded)
 
 
@@ -212,32 +249,32 @@ def draw(
 
 
 def verify(found: Found) -> None:
-    """CorruptCheckpoint (a CheckpointError, with the reason) unless the file ``found`` reads
+    """CorruptCheckpoint (a CheckpointError, with the reason) unless the object ``found`` reads
     back whole and matches its checksum: a damaged file is never served. Remembered by the
-    file's identity, so each version of a file is read once. CheckpointChanged when the file
-    is no longer the one found."""
+    object's identity, so each version is read once. CheckpointChanged when the object is no
+    longer the one found."""
     if _cached(_verified, found.identity) is None:
-        _read(found.path, found.identity[1:], load_checkpoint)
+        _read(found.store, found.entry, load_checkpoint)
         _store(_verified, found.identity, True)
 
 
 def open_file(found: Found) -> BinaryIO:
-    """The checkpoint file ``found``, open for reading: its bytes stay readable even when training
-    prunes it afterwards. CheckpointChanged when the file is no longer the one found."""
+    """The checkpoint ``found``, open for reading: its bytes stay readable even when training
+    prunes it afterwards. CheckpointChanged when the object is no longer the one found."""
     try:
-        file = found.path.open("rb")
+        file = found.store.local_copy(found.entry).open("rb")
     except FileNotFoundError as e:
-        raise CheckpointChanged(found.path) from e
-    stat = os.fstat(file.fileno())
-    if (stat.st_size, stat.st_mtime_ns) != (found.size, found.mtime_ns):
+        raise CheckpointChanged(found.entry.key) from e
+    if not found.store.remote and local_version(os.fstat(file.fileno())) != found.entry.version:
         file.close()
-        raise CheckpointChanged(found.path)
+        raise CheckpointChanged(found.entry.key)
     return file
 
 
 def etag(found: Found, **parameters: Any) -> str:
     """A strong ETag of a response made from the checkpoint ``found`` with ``parameters``
-    (JSON values): a hash of both, of SAMPLES_VERSION and of the torch version."""
+    (JSON values): a hash of both (the object's version among them: its ETag in an object
+    store), of SAMPLES_VERSION and of the torch version."""
     key = {
         "checkpoint": [*found.identity, found.kind, found.step],
         "parameters": parameters,
@@ -247,46 +284,44 @@ def etag(found: Found, **parameters: Any) -> str:
     return f'"{digest[:32]}"'
 
 
-def _stat(path: Path, kind: Kind) -> Found:
-    """``path`` found as ``kind``, with its step: from the name of a step file, from the file
-    itself for best.pt. CheckpointChanged when it is gone."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError as e:
-        raise CheckpointChanged(path) from e
-    identity = (str(path), stat.st_size, stat.st_mtime_ns)
-    if path.name != BEST_NAME:
-        step = int(path.stem.removeprefix("step-"))
-    elif (cached := _cached(_best_steps, identity)) is not None:
-        step = cached
-    else:
-        read = _read(path, identity[1:], lambda p: int(load_checkpoint(p)["step"]))
-        step = _store(_best_steps, identity, read)
-    return Found(path, kind, step, stat.st_size, stat.st_mtime_ns)
+def _stat(store: ArtifactStore, entry: Entry, kind: Kind | None = None) -> Found:
+    """The object ``entry`` found as ``kind`` (by default "best" for best.pt, else "step"),
+    with its step: from the name of a step file, from the file itself for best.pt."""
+    if kind is None:
+        kind = "best" if entry.name == BEST_NAME else "step"
+    identity = (store.url, entry.key, entry.size, entry.version)
+    if (step := step_of(entry.name)) is None:
+        if (cached := _cached(_best_steps, identity)) is not None:
+            step = cached
+        else:
+            read = _read(store, entry, lambda p: int(load_checkpoint(p)["step"]))
+            step = _store(_best_steps, identity, read)
+    return Found(store, entry, kind, step)
 
 
-def _read(path: Path, size_mtime: tuple[int, int], read: Callable[[Path], T]) -> T:
-    """``read(path)``, checked to have read the file of that size and mtime: CheckpointChanged
-    when training pruned or replaced it before or while it was read. A file that is still the
-    same but unreadable raises CheckpointError."""
+def _read(store: ArtifactStore, entry: Entry, read: Callable[[Path], T]) -> T:
+    """``read(path)`` of a local file with the bytes of ``entry``, checked to have read that
+    version: CheckpointChanged when training pruned or replaced it before or while it was read.
+    An object that is still the same but unreadable raises CheckpointError."""
 
     def same() -> bool:
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            return False
-        return (stat.st_size, stat.st_mtime_ns) == size_mtime
+        now = store.info(entry.key)
+        return now is not None and now.version == entry.version
 
-    if not same():
-        raise CheckpointChanged(path)
+    try:
+        path = store.local_copy(entry)
+    except FileNotFoundError:
+        raise CheckpointChanged(entry.key) from None
+    if not store.remote and not same():  # an object store's copies are immutable
+        raise CheckpointChanged(entry.key)
     try:
         value = read(path)
     except (FileNotFoundError, CheckpointError):
         if same():
             raise
-        raise CheckpointChanged(path) from None
-    if not same():
-        raise CheckpointChanged(path)
+        raise CheckpointChanged(entry.key) from None
+    if not store.remote and not same():
+        raise CheckpointChanged(entry.key)
     return value
 
 

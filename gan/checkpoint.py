@@ -35,7 +35,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -68,8 +68,26 @@ class CheckpointWriteError(CheckpointError):
     its path, if any, is untouched and no partial file is left."""
 
 
+class Mirror(Protocol):
+    """A copy of a run's checkpoint folder elsewhere (an object store other machines read),
+    kept in step by the trainer: each checkpoint's bytes are ``put`` there in one call, after
+    ``may_write`` agreed and before the local file is renamed into place (so the mirror is
+    never behind the folder); each pruned or moved-aside one is ``remove``d. Either raises
+    CheckpointWriteError (a CheckpointError) saying why it could not."""
+
+    def put(self, name: str, data: bytes) -> None: ...
+
+    def remove(self, name: str) -> None: ...
+
+
 def checkpoint_path(directory: Path, step: int) -> Path:
     return directory / f"step-{step:08d}.pt"
+
+
+def step_of(name: str) -> int | None:
+    """The step of a checkpoint file's name ``step-NNNNNNNN.pt``; None for any other name."""
+    match = _NAME.match(name)
+    return int(match.group(1)) if match else None
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
@@ -79,9 +97,9 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
         return []
     found = []
     for path in directory.iterdir():
-        match = _NAME.match(path.name)
-        if match and _is_regular_file(path):
-            found.append((int(match.group(1)), path))
+        step = step_of(path.name)
+        if step is not None and _is_regular_file(path):
+            found.append((step, path))
     return sorted(found)
 
 
@@ -105,7 +123,10 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 def save_checkpoint(
-    state: dict[str, Any], path: Path, may_write: Callable[[], bool] | None = None
+    state: dict[str, Any],
+    path: Path,
+    may_write: Callable[[], bool] | None = None,
+    mirror: Mirror | None = None,
 ) -> None:
     """Write the checkpoint ``state`` to ``path`` atomically, marked with this format and sealed
     with its checksum (a ``state`` that was loaded, with an old checksum, is sealed anew).
@@ -117,7 +138,7 @@ def save_checkpoint(
     fields = {k: v for k, v in state.items() if k not in ("format", "format_version", CHECKSUM)}
     marked = {"format": FORMAT, "format_version": FORMAT_VERSION, **fields}
     sealed = {**marked, CHECKSUM: content_digest(marked)}
-    write_atomically(sealed, path, what="checkpoint", may_write=may_write)
+    write_atomically(sealed, path, what="checkpoint", may_write=may_write, mirror=mirror)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -182,6 +203,7 @@ def write_atomically(
     path: Path,
     what: str = "file",
     may_write: Callable[[], bool] | None = None,
+    mirror: Mirror | None = None,
 ) -> None:
     """``torch.save`` to ``path`` atomically: readers see the old file or the whole new one.
 
@@ -190,12 +212,22 @@ def write_atomically(
     file is renamed over ``path`` (rename is atomic within one filesystem); then the directory
     entry is synced so the rename survives a crash. When the disk refuses (full, read-only,
     not writable, not a folder), the temporary file is removed and CheckpointWriteError says
-    which ``what`` could not be written where, and why. ``may_write``: as ``save_checkpoint``'s.
+    which ``what`` could not be written where, and why. ``may_write``, ``mirror``: as
+    ``save_checkpoint``'s.
     """
     buffer = io.BytesIO()
     torch.save(state, buffer)
+    data = buffer.getvalue()
+
+    def publish() -> bool:
+        if may_write is not None and not may_write():
+            return False
+        if mirror is not None:
+            mirror.put(path.name, data)
+        return True
+
     try:
-        _write_file(buffer.getbuffer(), path, may_write)
+        write_file_atomically(data, path, publish)
     except OSError as e:
         raise CheckpointWriteError(
             f"could not write {what} {path.name} in {path.parent.absolute()}: "
@@ -203,7 +235,9 @@ def write_atomically(
         ) from e
 
 
-def _write_file(data: memoryview, path: Path, may_write: Callable[[], bool] | None) -> None:
+def write_file_atomically(
+    data: bytes | memoryview, path: Path, may_write: Callable[[], bool] | None
+) -> None:
     """``data`` to ``path`` through a synced temporary file and a rename (if ``may_write()``
     still says so then); the temporary file is removed when anything fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -268,7 +302,9 @@ def read_marked(
     return state
 
 
-def prune_checkpoints(directory: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints in ``directory``."""
+def prune_checkpoints(directory: Path, keep: int, mirror: Mirror | None = None) -> None:
+    """Delete all but the newest ``keep`` checkpoints in ``directory`` (and in ``mirror``)."""
     for _, path in list_checkpoints(directory)[:-keep]:
+        if mirror is not None:
+            mirror.remove(path.name)
         path.unlink(missing_ok=True)

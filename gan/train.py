@@ -165,6 +165,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     evaluator: Evaluator | None = None,
     may_write: Callable[[], bool] | None = None,
+    mirror: ckpt.Mirror | None = None,
 ) -> TrainResult:
     """Train a GAN on ``dataset`` and write checkpoints to ``out_dir``.
 
@@ -176,7 +177,8 @@ def train(
     checkpoint (or its initial state) with halved learning rates, up to ``cfg.max_rollbacks``
     times; then TrainingError says why. ``may_write`` is asked before each checkpoint is
     published (``gan.checkpoint.save_checkpoint``): False ends the run with WriteRefused, that
-    checkpoint unwritten.
+    checkpoint unwritten. ``mirror`` gets a copy of every checkpoint written, pruned or moved
+    aside (``gan.checkpoint.Mirror``): a worker's object store.
     """
     check_compatible(cfg, dataset)
     device = pick_device(cfg.device)
@@ -184,7 +186,7 @@ def train(
     key = evaluator.key if evaluator is not None else None
     s = TrainState.new(cfg, dataset.shape, num_classes, device, key)
     initial = copy.deepcopy(s.snapshot())  # where a divergence returns when no checkpoint is good
-    saved = resume(cfg, s, out_dir)
+    saved = resume(cfg, s, out_dir, mirror)
     real_batch = RealBatches(cfg, dataset, s)
     stats = StepStats()
     throughput = Throughput(s.step, cfg.batch_size * cfg.d_steps)
@@ -199,10 +201,10 @@ def train(
                 early_stop = False
                 due = cfg.eval_every and (s.step % cfg.eval_every == 0 or end)
                 if evaluator is not None and due:
-                    early_stop = evaluate(cfg, s, stats, evaluator, out_dir, may_write)
+                    early_stop = evaluate(cfg, s, stats, evaluator, out_dir, may_write, mirror)
 
                 if s.step % cfg.checkpoint_every == 0 or end or early_stop:
-                    saved = checkpoint(cfg, s, stats, out_dir, saved, may_write)
+                    saved = checkpoint(cfg, s, stats, out_dir, saved, may_write, mirror)
 
                 # Polled after every step (it must be cheap: a flag), so that a stop is noticed
                 # within one step whatever log_every is; a stop reports at once.
@@ -212,7 +214,7 @@ def train(
                     s.monitor.observe_losses(s.step, cfg.loss, d)
                     rate = throughput.read(s.step)
                     if stop:  # checkpoint before the report, so the report names it
-                        saved = checkpoint(cfg, s, stats, out_dir, saved, may_write)
+                        saved = checkpoint(cfg, s, stats, out_dir, saved, may_write, mirror)
                     if progress is not None:
                         progress(progress_of(cfg, s, stats, rate, d, g, saved))
                     if stop:
@@ -224,16 +226,18 @@ def train(
                                  s.step, s.monitor.key, s.monitor.since_best)  # fmt: skip
                         saved = checkpoint(cfg, s, stats, out_dir, saved)  # written above
                         return TrainResult(s.step, False, saved[1], early_stopped=True)
-            saved = checkpoint(cfg, s, stats, out_dir, saved, may_write)
+            saved = checkpoint(cfg, s, stats, out_dir, saved, may_write, mirror)
             return TrainResult(s.step, False, saved[1])
         except Diverged as e:
             saved = roll_back(cfg, s, e, initial, out_dir)
 
 
-def resume(cfg: TrainConfig, s: TrainState, out_dir: Path) -> Saved | None:
+def resume(
+    cfg: TrainConfig, s: TrainState, out_dir: Path, mirror: ckpt.Mirror | None = None
+) -> Saved | None:
     """Load the newest readable checkpoint in ``out_dir`` into ``s``, monitor included, and
     record each newer unreadable one in the monitor; the checkpoint resumed from, if any."""
-    latest, state, corrupt = newest_readable_checkpoint(out_dir, s.device)
+    latest, state, corrupt = newest_readable_checkpoint(out_dir, s.device, mirror)
     if latest is not None and state is not None:
         s.monitor = Monitor.from_state_dict(state["monitor"])
         try:
@@ -273,14 +277,15 @@ def checkpoint(
     out_dir: Path,
     saved: Saved | None,
     may_write: Callable[[], bool] | None = None,
+    mirror: ckpt.Mirror | None = None,
 ) -> Saved:
     """The checkpoint of the current step: ``saved`` when it is that one, else written now (and
     the older ones pruned to ``cfg.keep_checkpoints``)."""
     if saved is not None and saved[0] == s.step:
         return saved
     path = ckpt.checkpoint_path(out_dir, s.step)
-    ckpt.save_checkpoint(checkpoint_state(cfg, s, stats), path, may_write)
-    ckpt.prune_checkpoints(out_dir, cfg.keep_checkpoints)
+    ckpt.save_checkpoint(checkpoint_state(cfg, s, stats), path, may_write, mirror)
+    ckpt.prune_checkpoints(out_dir, cfg.keep_checkpoints, mirror)
     return s.step, path
 
 
@@ -291,13 +296,14 @@ def evaluate(
     evaluator: Evaluator,
     out_dir: Path,
     may_write: Callable[[], bool] | None = None,
+    mirror: ckpt.Mirror | None = None,
 ) -> bool:
     """Score the sampling generator; keep its checkpoint as best.pt when it is the best. Whether
     to stop early: ``cfg.early_stop_evals`` evaluations in a row brought no new best."""
     metrics = evaluator(s.G_ema if s.G_ema is not None else s.G)
     if s.monitor.observe_evaluation(s.step, metrics):
         best = out_dir / ckpt.BEST_NAME
-        ckpt.save_checkpoint(checkpoint_state(cfg, s, stats), best, may_write)
+        ckpt.save_checkpoint(checkpoint_state(cfg, s, stats), best, may_write, mirror)
     log.info("step %d: %s", s.step, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return bool(cfg.early_stop_evals) and s.monitor.since_best >= cfg.early_stop_evals
 
@@ -360,7 +366,7 @@ def last_good(out_dir: Path, device: torch.device, initial: dict[str, Any]) -> d
 
 
 def newest_readable_checkpoint(
-    out_dir: Path, device: torch.device
+    out_dir: Path, device: torch.device, mirror: ckpt.Mirror | None = None
 ) -> tuple[Path | None, dict[str, Any] | None, list[tuple[int, str]]]:
     """(path, state) of the newest checkpoint in ``out_dir`` that reads back intact, or
     (None, None) when there is none, and (step, problem) of each newer one that did not.
@@ -369,6 +375,7 @@ def newest_readable_checkpoint(
     its checksum does not match) is renamed to ``<name>.corrupt``, out of the way of listing,
     pruning and sampling, and kept for a person to look at. Other errors (a checkpoint of an
     unreadable format version) are raised: going on from an older file would be wrong then.
+    In ``mirror`` it is moved aside too.
     """
     corrupt: list[tuple[int, str]] = []
     for found_step, path in reversed(ckpt.list_checkpoints(out_dir)):
@@ -376,14 +383,17 @@ def newest_readable_checkpoint(
             return path, ckpt.load_checkpoint(path, map_location=device), corrupt
         except ckpt.CorruptCheckpoint as e:
             log.warning("%s; trying the previous checkpoint", e)
-            corrupt.append((found_step, f"{e}; {_move_aside(path)}"))
+            corrupt.append((found_step, f"{e}; {_move_aside(path, mirror)}"))
     return None, None, corrupt
 
 
-def _move_aside(path: Path) -> str:
+def _move_aside(path: Path, mirror: ckpt.Mirror | None = None) -> str:
     """Rename a corrupt checkpoint to ``<name>.corrupt``; says what was done, for a person."""
     aside = path.with_name(path.name + ".corrupt")
     try:
+        if mirror is not None:
+            mirror.put(aside.name, path.read_bytes())
+            mirror.remove(path.name)
         path.replace(aside)
     except OSError as e:
         return f"it could not be moved aside ({e.strerror or e})"

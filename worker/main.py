@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 
+from worker.artifacts import ArtifactStoreError
 from worker.celery_app import app
 from worker.reconcile import Reconciler
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 from worker.slot import SlotBeat, apply_limits, get_slot_settings
 from worker.tasks import worker_id
 from worker.webhooks import Dispatcher
@@ -15,10 +16,24 @@ from worker.webhooks import Dispatcher
 log = logging.getLogger(__name__)
 
 
+def check_artifacts(settings: Settings, who: str) -> bool:
+    """Log, at start-up, the artifact store and whether it can be used (the job it cannot
+    write to fails with the same reason, and /readyz says it too)."""
+    store = settings.artifacts()
+    try:
+        store.check()
+    except ArtifactStoreError as e:
+        log.error("%s: the artifact store cannot be used: %s", who, e)
+        return False
+    log.info("%s: artifacts in %s", who, store.url if store.remote else store.folder.absolute())
+    return True
+
+
 def run_worker(loglevel: str = "INFO") -> None:
     """Run a Celery worker in this process, one job at a time, no forking (CUDA-safe), with the
     reconciler, the slot's heartbeat and the webhook dispatcher in threads beside it."""
     settings, slot = get_settings(), get_slot_settings()
+    check_artifacts(settings, "worker")
     apply_limits(slot)
     stop = Reconciler(settings, app).start(alone=not slot.worker)
     beat = SlotBeat(settings, slot).start()

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker.artifacts import DATASETS, JUDGES, ArtifactStore, checkpoints_key, job_key, open_store
+
+
+def _as_text(value: object) -> object:
+    """A path given for a URL setting, as text."""
+    return str(value) if isinstance(value, PurePath) else value
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="GAN_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="GAN_", env_file=".env", extra="ignore", frozen=True, populate_by_name=True
     )
 
     # Folder with the datasets' IDX files (torchvision downloads into it where the network allows).
@@ -31,8 +38,22 @@ class Settings(BaseSettings):
     broker_dir: Path = Path("var/broker")
     # Celery queue the training tasks go to.
     task_queue: str = "gan-train"
-    # Root of everything a job writes: <artifacts_dir>/jobs/<id>/checkpoints/step-*.pt.
-    artifacts_dir: Path = Path("var/artifacts")
+    # Where everything a job writes lives (checkpoints, best.pt, uploaded datasets, judges,
+    # TensorBoard files): a local folder, or s3://bucket/prefix for an S3-compatible store
+    # shared by machines (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    # AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION). GAN_ARTIFACTS_DIR is an alias.
+    artifacts_url: Annotated[str, BeforeValidator(_as_text)] = Field(
+        "var/artifacts",
+        validation_alias=AliasChoices(
+            "artifacts_url", "artifacts_dir", "GAN_ARTIFACTS_URL", "GAN_ARTIFACTS_DIR"
+        ),
+    )
+    # Where this machine keeps its copies of objects of a remote artifact store (the worker
+    # trains there and publishes each checkpoint to the store; the API caches what it reads).
+    cache_dir: Path = Path("var/cache")
+    # Seconds a worker keeps trying to write a checkpoint while the artifact store cannot be
+    # reached (restarting, say); past that the job fails, saying why.
+    artifacts_retry_s: float = Field(60.0, gt=0)
     # Seconds a worker's lease on its job lasts unless renewed (it renews every third of that):
     # a worker silent for longer is presumed lost, and the reconciler requeues its job.
     lease_s: float = Field(60.0, gt=0)
@@ -122,20 +143,30 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def artifacts_dir(self) -> Path:
+        """This machine's folder of the artifact store: the store itself when it is a local
+        folder; for an object store, where this machine keeps its copies (under cache_dir)."""
+        return self.artifacts().local_path("")
+
+    def artifacts(self) -> ArtifactStore:
+        """The artifact store ``artifacts_url`` names (one per process and setting)."""
+        return open_store(self.artifacts_url, str(self.cache_dir), self.artifacts_retry_s)
+
+    @property
     def datasets_dir(self) -> Path:
         """Uploaded datasets: <artifacts_dir>/datasets/<id>/{images,labels}.npy, meta.json."""
-        return self.artifacts_dir / "datasets"
+        return self.artifacts_dir / DATASETS
 
     @property
     def judges_dir(self) -> Path:
         """Cached judges the evaluations score samples with: <artifacts_dir>/judges/judge-*.pt."""
-        return self.artifacts_dir / "judges"
+        return self.artifacts_dir / JUDGES
 
     def job_dir(self, job_id: str) -> Path:
-        return self.artifacts_dir / "jobs" / job_id
+        return self.artifacts_dir / job_key(job_id)
 
     def checkpoint_dir(self, job_id: str) -> Path:
-        return self.job_dir(job_id) / "checkpoints"
+        return self.artifacts_dir / checkpoints_key(job_id)
 
 
 @lru_cache

@@ -35,7 +35,8 @@ from gan.evaluate import make_evaluator
 from gan.judge import JudgeError
 from gan.progress import Progress
 from gan.train import TrainingError, train
-from worker import tensorboard
+from worker import staging, tensorboard
+from worker.artifacts import ArtifactStoreError, job_key
 from worker.celery_app import TRAIN_TASK, app
 from worker.logs import job_context
 from worker.settings import Settings, get_settings
@@ -270,17 +271,23 @@ def _claim_and_train(job_id: str, settings: Settings) -> str:
                 state = job.state if job is not None else "not found"
                 log.warning("job %s: %s (%s), not training it here", job_id, outcome, state)
                 return outcome
-            token, config = job.lease_token, job.config
+            token, config, checkpoint_step = job.lease_token, job.config, job.checkpoint_step
     except UNAVAILABLE as e:
         log.warning("job %s: the job store is unreachable; will try again: %s",
                     job_id, first_line(e))  # fmt: skip
         return "unavailable"
     with Lease(settings, job_id, token) as lease:
-        _train(job_id, config, settings, lease)
+        _train(job_id, config, settings, lease, checkpoint_step)
     return outcome
 
 
-def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease) -> None:
+def _train(
+    job_id: str,
+    config: dict[str, Any],
+    settings: Settings,
+    lease: Lease,
+    checkpoint_step: int | None = None,
+) -> None:
     def progress(p: Progress) -> None:
         lease.report(p)  # kept for later while the store is unreachable
         log.info(
@@ -298,6 +305,7 @@ def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease
     stopped = broken = False
     try:
         cfg = from_dict(config)
+        staging.stage(settings, job_id, cfg, checkpoint_step)  # an object store's files, here
         dataset = load_dataset(
             cfg.dataset,
             settings.data_dir,
@@ -313,6 +321,7 @@ def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease
                 samples=cfg.eval_samples,
                 seed=cfg.seed,
             )
+            staging.publish_judges(settings)
         result = train(
             cfg,
             dataset,
@@ -321,6 +330,7 @@ def _train(job_id: str, config: dict[str, Any], settings: Settings, lease: Lease
             should_stop=should_stop,
             evaluator=evaluator,
             may_write=lease.may_write,
+            mirror=staging.mirror(settings, job_id),
         )
         stopped = result.stopped
     except WriteRefused as e:  # the lease went to another worker: stop, publish nothing
@@ -408,4 +418,9 @@ def _let_go(job_id: str, settings: Settings) -> None:
             log.warning("job %s: its lease went to another worker; stopped here", job_id)
             return
     shutil.rmtree(settings.job_dir(job_id), ignore_errors=True)
+    try:
+        settings.artifacts().delete_prefix(job_key(job_id))
+    except ArtifactStoreError as e:
+        log.warning("job %s was deleted, but its files could not all be removed: %s", job_id, e)
+        return
     log.info("job %s was deleted; stopped and removed its files", job_id)

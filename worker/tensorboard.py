@@ -7,6 +7,13 @@ the throughput (``speed/images_per_sec``), each evaluation's metrics (``eval/fid
 step, and at each new checkpoint a grid of 64 samples of it (``samples``, seed 0, so the same
 digits form over the steps). ``tensorboard --logdir var/artifacts/jobs`` shows every job.
 
+With an object store as the artifact store (``GAN_ARTIFACTS_URL=s3://…``) the files are written
+in the worker's copy of that folder (``GAN_CACHE_DIR``) and each one is put in the store whole
+(one PUT) at every new checkpoint and at the run's end: an event file is appended to, which an
+object store cannot do, so the store's copy is at most a checkpoint interval behind. TensorBoard
+reads them there (``tensorboard --logdir s3://bucket/prefix/jobs``, with its S3 support) or from
+a copy (``aws s3 sync``).
+
 It needs the ``tensorboard`` package (``pip install 'gan-service[tensorboard]'``); without it
 the job's log says so once and training goes on. Nothing here can fail a job: an error writing
 the files is logged and the files are left for the rest of the run.
@@ -22,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from gan.checkpoint import checkpoint_path
 from gan.progress import Progress
+from worker.artifacts import job_key
 from worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -102,7 +110,10 @@ def record(settings: Settings, job_id: str, p: Progress) -> None:
             close()
             _board = _open(settings, job_id, p.step)
         if _board is not None:
+            published = _board.checkpoint_step
             _board.write(p, settings.checkpoint_dir(job_id))
+            if _board.checkpoint_step != published or p.step >= p.total_steps:
+                publish(settings, job_id)
     except Exception as e:  # a full disk, a bad checkpoint: training goes on without it
         _failed.add(job_id)
         log.warning(
@@ -130,6 +141,16 @@ def _open(settings: Settings, job_id: str, step: int) -> JobBoard | None:
     writer = SummaryWriter(str(directory), purge_step=step if resumed else None)
     log.info("job %s: writing TensorBoard files to %s", job_id, directory)
     return JobBoard(job_id, writer)
+
+
+def publish(settings: Settings, job_id: str) -> None:
+    """Put the job's event files in an object store, each whole (nothing to do in a folder)."""
+    store = settings.artifacts()
+    directory = log_dir(settings, job_id)
+    if store.remote and directory.is_dir():
+        for path in directory.iterdir():
+            if path.is_file():
+                store.write_bytes(f"{job_key(job_id)}/tensorboard/{path.name}", path.read_bytes())
 
 
 def close() -> None:

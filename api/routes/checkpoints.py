@@ -54,7 +54,8 @@ def list_checkpoints(
     evaluation made at its step and a download URL."""
     from api import sampling  # imports torch (best.pt's step is read from the file)
 
-    found = sampling.listing(settings.checkpoint_dir(job.id))
+    with checkpoint_errors(job):
+        found = sampling.listing(sampling.Checkpoints.of(settings, job.id))
     best_step = next((f.step for f in found if f.kind == "best"), None)
     points = series.points_at_steps(session, job.id, [f.step for f in found])
     # The evaluation's metrics are those of the job's latest one (the same every evaluation);
@@ -90,7 +91,7 @@ def _checkpoint_out(
     return CheckpointOut(
         name=name,
         step=found.step,
-        created_at=datetime.fromtimestamp(found.mtime_ns / 1e9, UTC),
+        created_at=datetime.fromtimestamp(found.entry.modified, UTC),
         size_bytes=found.size,
         best=best,
         metrics=evaluation,
@@ -137,7 +138,7 @@ def download_checkpoint(job: JobDep, settings: SettingsDep, name: NamePath) -> R
     from api import sampling
 
     def open_named() -> tuple[Found, BinaryIO]:
-        found = sampling.find(settings.checkpoint_dir(job.id), name)
+        found = sampling.find(sampling.Checkpoints.of(settings, job.id), name)
         sampling.verify(found)  # a file that fails its checksum is a 409, never a download
         return found, sampling.open_file(found)
 

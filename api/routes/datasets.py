@@ -8,7 +8,7 @@ import logging
 import shutil
 import uuid
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -18,6 +18,9 @@ from pydantic import BaseModel, BeforeValidator, Field
 from api.deps import AUTH_RESPONSES, STORE_DOWN, STORE_RESPONSES, OwnerDep, SettingsDep
 from api.errors import field_error
 from gan.config import DATASETS, UPLOAD_ID
+from worker.artifacts import DATASETS as DATASETS_KEY
+from worker.artifacts import ArtifactStore, ArtifactStoreError
+from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(
@@ -76,13 +79,17 @@ def dataset_out(dataset_id: str, meta: DatasetMeta, request: Request) -> Dataset
 OWNER_FILE = "owner"  # beside meta.json: the API key the dataset belongs to ("" for none)
 
 
-def read_meta(folder: Path, owner: str) -> DatasetMeta | None:
+def read_meta(store: ArtifactStore, dataset_id: str, owner: str) -> DatasetMeta | None:
     """An uploaded dataset's meta.json, or None where there is none (or it is unreadable, or
-    it belongs to another owner than ``owner``: other keys' datasets are not there for it)."""
+    it belongs to another owner than ``owner``: other keys' datasets are not there for it).
+    The artifact store's errors (ArtifactStoreError: unreachable) are raised."""
+    folder = f"{DATASETS_KEY}/{dataset_id}"
     try:
-        text = (folder / "meta.json").read_text()
-        owned_by = (folder / OWNER_FILE).read_text() if (folder / OWNER_FILE).exists() else ""
-    except OSError:
+        text = store.read_bytes(f"{folder}/meta.json").decode()
+        owned_by = _read_text(store, f"{folder}/{OWNER_FILE}")
+    except ArtifactStoreError:
+        raise
+    except (OSError, UnicodeDecodeError):
         return None
     if owned_by != owner:
         return None
@@ -91,6 +98,16 @@ def read_meta(folder: Path, owner: str) -> DatasetMeta | None:
     except ValueError:  # pydantic's ValidationError
         log.warning("%s/meta.json is unreadable; dataset skipped", folder)
         return None
+
+
+def _read_text(store: ArtifactStore, key: str) -> str:
+    """The text of ``key``, "" when there is none."""
+    try:
+        return store.read_bytes(key).decode()
+    except FileNotFoundError:
+        return ""
+    except IsADirectoryError:
+        return ""
 
 
 def _int(value: Any) -> Any:
@@ -159,9 +176,10 @@ def upload_dataset(
     except OSError as e:  # the server's disk, not the archive: nothing was left behind
         raise _not_stored(e) from e
     try:
-        (settings.datasets_dir / dataset_id / OWNER_FILE).write_text(owner)
+        _publish(settings, dataset_id, owner)
     except OSError as e:  # a dataset without its owner file would be everyone's: remove it
         shutil.rmtree(settings.datasets_dir / dataset_id, ignore_errors=True)
+        settings.artifacts().delete_prefix(f"{DATASETS_KEY}/{dataset_id}")
         raise _not_stored(e) from e
     log.info("dataset %s: %d images in %d classes", dataset_id, meta["num_images"],
              meta["num_classes"])  # fmt: skip
@@ -169,14 +187,26 @@ def upload_dataset(
     return dataset_out(dataset_id, DatasetMeta.model_validate(meta), request)
 
 
+def _publish(settings: Settings, dataset_id: str, owner: str) -> None:
+    """Write the owner file beside the dataset ingested in this machine's folder; in an object
+    store, put its files there too (meta.json last: a dataset is listed once it is whole)."""
+    folder = settings.datasets_dir / dataset_id
+    (folder / OWNER_FILE).write_text(owner)
+    store = settings.artifacts()
+    if store.remote:
+        for name in ("images.npy", "labels.npy", OWNER_FILE, "meta.json"):
+            store.write_bytes(f"{DATASETS_KEY}/{dataset_id}/{name}", (folder / name).read_bytes())
+
+
 def _not_stored(error: OSError) -> HTTPException:
     """507 when the server's disk is full (or the quota spent), else 503: the dataset could
     not be stored, for a reason of the server's, which the message gives."""
     log.error("could not store an uploaded dataset: %s", error)
     full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    where = "the artifact store" if isinstance(error, ArtifactStoreError) else "the server's disk"
     return HTTPException(
         status.HTTP_507_INSUFFICIENT_STORAGE if full else status.HTTP_503_SERVICE_UNAVAILABLE,
-        f"the dataset could not be stored: {error.strerror or error} (the server's disk, not "
+        f"the dataset could not be stored: {error.strerror or error} ({where}, not "
         "your archive; nothing was kept); try again later",
     )
 
@@ -186,10 +216,13 @@ def list_datasets(request: Request, settings: SettingsDep, owner: OwnerDep) -> D
     """Your uploaded datasets, newest first, and the datasets known by name: what a job's
     `dataset` field takes."""
     found = []
-    if settings.datasets_dir.is_dir():
-        for folder in settings.datasets_dir.iterdir():
-            if UPLOAD_ID.fullmatch(folder.name) and (meta := read_meta(folder, owner)) is not None:
-                found.append(dataset_out(folder.name, meta, request))
+    store = settings.artifacts()
+    for entry in store.listing(DATASETS_KEY):
+        parts = entry.key.split("/")
+        if len(parts) != 3 or parts[2] != "meta.json" or not UPLOAD_ID.fullmatch(parts[1]):
+            continue
+        if (meta := read_meta(store, parts[1], owner)) is not None:
+            found.append(dataset_out(parts[1], meta, request))
     newest_first = sorted(found, key=lambda d: d.created_at, reverse=True)
     return DatasetList(datasets=newest_first, builtin=BUILTIN)
 
@@ -201,8 +234,11 @@ def get_dataset(
     dataset_id: str, request: Request, settings: SettingsDep, owner: OwnerDep
 ) -> DatasetOut:
     """An uploaded dataset's size, image shape and classes."""
-    folder = settings.datasets_dir / dataset_id
-    meta = read_meta(folder, owner) if UPLOAD_ID.fullmatch(dataset_id) else None
+    meta = (
+        read_meta(settings.artifacts(), dataset_id, owner)
+        if UPLOAD_ID.fullmatch(dataset_id)
+        else None
+    )
     if meta is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset with id {dataset_id!r}")
     return dataset_out(dataset_id, meta, request)

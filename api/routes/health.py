@@ -1,5 +1,5 @@
-"""/livez: the process is up (no dependencies checked). /readyz: it can reach its job store and
-its broker, so it can take requests."""
+"""/livez: the process is up (no dependencies checked). /readyz: it can reach its job store, its
+broker and its artifact store, so it can take requests."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from api.deps import SettingsDep
-from api.readiness import OK, check_broker, check_database, run_checks
+from api.readiness import OK, check_artifacts, check_broker, check_database, run_checks
 
 router = APIRouter(tags=["health"])
 
@@ -27,6 +27,11 @@ class ReadyChecks(BaseModel):
     broker: str = Field(
         description="The Celery broker: a connection (a file written in its folder for the "
         f"filesystem broker). {CHECK_DESCRIPTION}"
+    )
+    artifacts: str = Field(
+        "ok",
+        description="The artifact store (GAN_ARTIFACTS_URL): its root listed (an object "
+        f"store's endpoint, credentials and bucket). {CHECK_DESCRIPTION}",
     )
 
 
@@ -66,11 +71,15 @@ async def livez() -> LiveOut:
     },
 )
 def readyz(settings: SettingsDep) -> ReadyOut | JSONResponse:
-    """The API can serve requests: its job store answers `SELECT 1` and its broker accepts a
-    connection, each within 2 seconds (both run at once). For a readiness probe: it never takes
-    much longer than that."""
+    """The API can serve requests: its job store answers `SELECT 1`, its broker accepts a
+    connection and its artifact store can be listed, each within 2 seconds (all at once). For a
+    readiness probe: it never takes much longer than that."""
     results = run_checks(
-        {"database": partial(check_database, settings), "broker": partial(check_broker, settings)}
+        {
+            "database": partial(check_database, settings),
+            "broker": partial(check_broker, settings),
+            "artifacts": partial(check_artifacts, settings),
+        }
     )
     ready = ReadyOut(
         status="ok" if all(r == OK for r in results.values()) else "unavailable",

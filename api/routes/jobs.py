@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -32,6 +33,7 @@ from api.routes.datasets import read_meta
 from api.schemas import JobList, JobOut, JobSpec, JobState, ResumeIn
 from api.webhooks import webhook_secret
 from gan.config import DATASETS, ConfigError, TrainConfig, check_data, resolve
+from worker.artifacts import ArtifactStoreError, job_key
 from worker.celery_app import TRAIN_TASK
 from worker.settings import Settings
 from worker.store import jobs, leases, series, webhooks
@@ -98,7 +100,7 @@ def resolve_config(spec: Any, settings: Settings, owner: str) -> TrainConfig:
     config and its data)."""
     config = resolve(spec.preset, **spec.overrides())
     if config.dataset not in DATASETS:  # an upload: it must exist and fit the config
-        meta = read_meta(settings.datasets_dir / config.dataset, owner)
+        meta = read_meta(settings.artifacts(), config.dataset, owner)
         if meta is None:
             raise ConfigError("dataset", f"no uploaded dataset {config.dataset!r}")
         check_data(config, tuple(meta.shape), meta.num_classes)
@@ -324,8 +326,27 @@ def resume_job(
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
 def delete_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> Response:
     """Remove a job, its metrics, events and files. A running job's worker stops at its next
-    progress report and removes anything it wrote since."""
-    jobs.delete_job(session, job)
-    session.commit()
-    shutil.rmtree(settings.job_dir(job.id), ignore_errors=True)
+    progress report and removes anything it wrote since. An artifact store that cannot be
+    reached is a 503 before anything is removed (the job stays, to be deleted again)."""
+    delete_with_files(settings, [job.id], lambda: jobs.delete_job(session, job), session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def delete_with_files(
+    settings: Settings, job_ids: Sequence[str], delete_rows: Callable[[], None], session: Session
+) -> None:
+    """Remove the jobs' objects from the artifact store, then their rows (``delete_rows``,
+    committed), then this machine's copies and whatever a worker wrote meanwhile (it removes
+    what it writes after this, too). A store that cannot be reached raises before any row is
+    removed (a 503: the jobs stay, to be deleted again)."""
+    store = settings.artifacts()
+    for job_id in job_ids:
+        store.delete_prefix(job_key(job_id))
+    delete_rows()
+    session.commit()
+    for job_id in job_ids:
+        shutil.rmtree(settings.job_dir(job_id), ignore_errors=True)  # this machine's copies
+        try:
+            store.delete_prefix(job_key(job_id))
+        except ArtifactStoreError as e:
+            log.warning("job %s deleted, but not all of its files: %s", job_id, e)

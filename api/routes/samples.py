@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from api.deps import AUTH_RESPONSES, STORE_DOWN, STORE_RESPONSES, ClientKeyDep, JobDep, SettingsDep
 from api.errors import field_error
 from api.slots import sampling_slots
+from worker.artifacts import SETTING as ARTIFACTS_SETTING
 from worker.settings import Settings
 from worker.store.models import Job
 
@@ -153,12 +154,20 @@ def checkpoint_errors(job: Job) -> Iterator[None]:
             f"job {job.id}'s checkpoint cannot be used: {e}; ask for another with ?checkpoint= "
             f"(GET /jobs/{job.id}/checkpoints lists them)",
         ) from None
-    except sampling.NoCheckpoint:
+    except sampling.NoCheckpoint as e:
+        if job.checkpoint_step is not None:  # written where this API does not look
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"job {job.id} has a checkpoint at step {job.checkpoint_step}, but the API "
+                f"finds none in the artifact store {e} "
+                f"({ARTIFACTS_SETTING}): the API and the workers must share one store",
+            ) from None
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             f"job {job.id} has no checkpoint yet (state {job.state}); "
             f"the first is written at step {job.config['checkpoint_every']}",
         ) from None
+
     except sampling.CheckpointNotFound as e:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job.id} has {e}") from None
     except sampling.CheckpointChanged:
@@ -225,7 +234,7 @@ def respond(
     from api import sampling
 
     def attempt() -> Response:
-        found = sampling.find(settings.checkpoint_dir(job.id), checkpoint)
+        found = sampling.find(sampling.Checkpoints.of(settings, job.id), checkpoint)
         etag = sampling.etag(found, ema=ema, **parameters)
         cache = {"ETag": etag, "Cache-Control": "no-cache"}
         if not_modified(if_none_match, etag):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -29,7 +28,13 @@ from api.deps import (
     charge_jobs,
 )
 from api.errors import field_error
-from api.routes.jobs import IdempotencyKey, job_out, queue_or_fail, resolve_config
+from api.routes.jobs import (
+    IdempotencyKey,
+    delete_with_files,
+    job_out,
+    queue_or_fail,
+    resolve_config,
+)
 from api.schemas import (
     SweepBestOut,
     SweepIn,
@@ -242,10 +247,9 @@ def cancel_sweep(sweep: SweepDep, request: Request, session: SessionDep) -> Swee
 @router.delete("/{sweep_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
 def delete_sweep(sweep: SweepDep, session: SessionDep, settings: SettingsDep) -> Response:
     """Remove the sweep and every job of it, with their metrics, events and files (running
-    jobs' workers stop at their next progress report)."""
+    jobs' workers stop at their next progress report). An artifact store that cannot be
+    reached is a 503 before anything is removed."""
     members = _members(session, sweep)
-    sweeps.delete_sweep(session, sweep, members)
-    session.commit()
-    for job in members:
-        shutil.rmtree(settings.job_dir(job.id), ignore_errors=True)
+    ids = [job.id for job in members]
+    delete_with_files(settings, ids, lambda: sweeps.delete_sweep(session, sweep, members), session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

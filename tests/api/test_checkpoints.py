@@ -11,6 +11,7 @@ from api import sampling
 from gan.checkpoint import checkpoint_path
 from tests.api.test_metrics import report
 from tests.api.test_samples import job_with_a_best_checkpoint, train_job_briefly
+from worker.artifacts import ArtifactStore
 
 FID = {"fid": 40.0, "diversity": 0.9}
 
@@ -102,15 +103,15 @@ def test_a_checkpoint_pruned_between_listing_and_reading(client, settings, monke
     job_id = train_job_briefly(client, settings, steps=4, checkpoint_every=2, keep_checkpoints=5)
     step2 = checkpoint_path(settings.checkpoint_dir(job_id), 2)
     data = step2.read_bytes()
-    list_checkpoints = sampling.list_checkpoints
+    entries = sampling.Checkpoints.entries
 
-    def list_then_prune(directory):
+    def list_then_prune(folder):
         """The listing, after which training prunes step 2 (as it does its oldest)."""
-        found = list_checkpoints(directory)
+        found = entries(folder)
         step2.unlink(missing_ok=True)
         return found
 
-    monkeypatch.setattr(sampling, "list_checkpoints", list_then_prune)
+    monkeypatch.setattr(sampling.Checkpoints, "entries", list_then_prune)
     step2.write_bytes(data)
     listed = client.get(f"/jobs/{job_id}/checkpoints").json()["checkpoints"]
     assert [c["name"] for c in listed] == ["4"]
@@ -126,14 +127,15 @@ def test_an_open_checkpoint_survives_pruning_and_a_replaced_one_is_found_again(t
     directory.mkdir()
     path = checkpoint_path(directory, 2)
     path.write_bytes(b"weights")
-    found = sampling.find(directory, "2")
+    folder = sampling.Checkpoints(ArtifactStore(str(tmp_path), tmp_path / "cache"), "checkpoints")
+    found = sampling.find(folder, "2")
     with sampling.open_file(found) as file:
         path.unlink()  # pruned while the response streams it
         assert file.read() == b"weights"
     path.write_bytes(b"other weights")  # not the file that was found
     with pytest.raises(sampling.CheckpointChanged):
         sampling.open_file(found)
-    assert sampling.find(directory, "2").size == len(b"other weights")
+    assert sampling.find(folder, "2").size == len(b"other weights")
 
 
 def test_openapi_documents_the_checkpoint_endpoints(client):

@@ -31,7 +31,10 @@ def test_livez(client):
 def test_ready_on_the_embedded_set_up(client, settings):
     response, _ = ready(client, settings)
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "broker": "ok", "artifacts": "ok"},
+    }
 
 
 def test_a_database_that_does_not_answer_is_named(client, settings):
@@ -78,7 +81,7 @@ def test_ready_on_redis_and_postgresql(client, settings, postgres_url):
     real = settings.model_copy(update={"broker_url": REDIS_URL, "database_url": postgres_url})
     response, _ = ready(client, real)
     assert response.status_code == 200, response.text
-    assert response.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert response.json()["checks"] == {"database": "ok", "broker": "ok", "artifacts": "ok"}
 
 
 def test_openapi_documents_both_probes(client):
@@ -87,3 +90,26 @@ def test_openapi_documents_both_probes(client):
     readyz = paths["/readyz"]["get"]["responses"]
     assert {"200", "503"} <= set(readyz)
     assert readyz["503"]["content"]["application/json"]["schema"]["$ref"].endswith("/ReadyOut")
+
+
+def test_an_artifact_store_that_cannot_be_used_is_named(client, s3_settings, monkeypatch):
+    response, _ = ready(client, s3_settings)
+    assert response.status_code == 200, response.text
+    no_bucket = s3_settings.model_copy(update={"artifacts_url": "s3://no-such-bucket/gan"})
+    response, seconds = ready(client, no_bucket)
+    assert response.status_code == 503 and seconds < FAST_S
+    checks = response.json()["checks"]
+    assert checks["database"] == checks["broker"] == "ok"
+    assert "artifact store s3://no-such-bucket/gan" in checks["artifacts"]
+    assert "bucket" in checks["artifacts"]
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    other = s3_settings.model_copy(update={"artifacts_url": s3_settings.artifacts_url + "-k"})
+    response, _ = ready(client, other)  # a new store: it reads the credentials again
+    assert response.status_code == 503
+    assert "AWS_SECRET_ACCESS_KEY" in response.json()["checks"]["artifacts"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    other = s3_settings.model_copy(update={"artifacts_url": s3_settings.artifacts_url + "-e"})
+    response, seconds = ready(client, other)
+    assert response.status_code == 503 and seconds < FAST_S
+    why = response.json()["checks"]["artifacts"]  # a new client's set-up may take the 2 s
+    assert ("Could not connect" in why and "AWS_ENDPOINT_URL" in why) or "no answer" in why

@@ -80,3 +80,24 @@ def test_off_by_default(settings: Settings) -> None:
     job_id = new_job(settings, max_steps=5, log_every=5, eval_every=0)
     run_job(job_id, settings)
     assert not tensorboard.log_dir(settings, job_id).exists()
+
+
+def test_on_an_object_store_the_event_files_are_put_there_whole(
+    s3_settings: Settings, tmp_path
+) -> None:
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    settings = s3_settings.model_copy(update={"tensorboard": True})
+    job_id = new_job(settings, dataset="ring8", max_steps=20, log_every=5, checkpoint_every=10,
+                     eval_every=0)  # fmt: skip
+    run_job(job_id, settings)
+    assert state_of(settings, job_id) == SUCCEEDED
+    store = settings.artifacts()
+    [event_file] = store.listing(f"jobs/{job_id}/tensorboard")
+    copy = tmp_path / "from-the-store" / event_file.name
+    copy.parent.mkdir()
+    copy.write_bytes(store.read_bytes(event_file.key))
+    events = EventAccumulator(str(copy.parent))
+    events.Reload()
+    assert [s.step for s in events.Scalars("loss/d")] == [5, 10, 15, 20]  # the whole run
