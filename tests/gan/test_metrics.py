@@ -253,3 +253,21 @@ def test_image_reference_is_computed_once_and_reused(judge, mnist):
     fake = mnist[0][SMALL_N + 301 : SMALL_N + 401]
     expected = evaluate_images(fake, real, labels, judge, num_classes=10, seed=1)
     assert score_images(fake, reference, judge) == expected
+
+
+def test_published_mixture_metrics_count_one_sample_as_a_mode():
+    from gan.metrics import published_mixture_metrics
+
+    true = published_mixture_metrics(mixture_sample(GRID25_CENTRES, 0.05, 2500), GRID25_CENTRES, 0.05)
+    assert true["modes"] == 25 and true["reverse_kl"] < 0.01
+    assert true["high_quality"] == pytest.approx(1 - math.exp(-4.5), abs=0.01)
+    # one high-quality sample covers a mode (mixture_metrics wants 20 of 2500)
+    points = torch.cat([GRID25_CENTRES[:1].repeat(2499, 1), GRID25_CENTRES[1:2]])
+    m = published_mixture_metrics(points, GRID25_CENTRES, 0.05)
+    assert m["modes"] == 2 and grid25_metrics(points)["modes"] == 1
+    # the KL is of the high-quality samples only: far-off samples do not count
+    half = torch.cat([mixture_sample(GRID25_CENTRES, 0.0, 1250), torch.full((1250, 2), 1.0)])
+    m = published_mixture_metrics(half, GRID25_CENTRES, 0.05)
+    assert m["high_quality"] == 0.5 and m["modes"] == 25 and m["reverse_kl"] < 1e-4
+    collapsed = published_mixture_metrics(GRID25_CENTRES[3].repeat(100, 1), GRID25_CENTRES, 0.05)
+    assert collapsed["reverse_kl"] == pytest.approx(math.log(25), abs=1e-4)
