@@ -49,8 +49,11 @@ MIXTURES = {"grid25": (GRID25_CENTRES, GRID25_SIGMA), "ring8": (RING8_CENTRES, R
 PUBLISHED: dict[str, list[tuple[str, float, float | None, float]]] = {
     "grid25": [("GAN", 17.3, 94.8, 0.70), ("PacGAN4", 24.8, 93.6, 0.04)],
     "ring8": [("GAN", 6.3, 98.2, 0.45), ("PacGAN2", 7.9, 95.6, 0.07)],
-    "stacked-mnist": [("DCGAN", 99, None, 3.40), ("PacDCGAN2", 1000, None, 0.06),
-                      ("EnGAN", 1000, None, 0.031)],  # fmt: skip
+    "stacked-mnist": [
+        ("DCGAN", 99, None, 3.40),
+        ("PacDCGAN2", 1000, None, 0.06),
+        ("EnGAN", 1000, None, 0.031),
+    ],
 }
 # Issue 18's targets, met on every seed: (modes ≥, high quality % ≥, KL ≤).
 TARGETS: dict[str, tuple[float, float | None, float]] = {
@@ -102,25 +105,30 @@ def mean_se(values: list[float]) -> str:
 def report(bench: str, rows: list[dict[str, Any]], label: str) -> str:
     """The markdown table of ``bench``: ours (mean ± se, then each seed) beside the papers'."""
     hq = bench in MIXTURES
-    head = "| method | modes | high quality % | KL | wall s |" if hq else "| method | modes | KL | wall s |"
+    head = "| method | modes | high quality % | KL | wall s |"
+    if not hq:
+        head = "| method | modes | KL | wall s |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
 
     def line(name: str, modes: str, quality: str, kl: str, wall: str) -> str:
-        return f"| {name} | {modes} | {quality} | {kl} | {wall} |" if hq else (
-            f"| {name} | {modes} | {kl} | {wall} |"
+        return (
+            f"| {name} | {modes} | {quality} | {kl} | {wall} |"
+            if hq
+            else (f"| {name} | {modes} | {kl} | {wall} |")
         )
 
     col = {k: [r[k] for r in rows] for k in ("modes", "kl", "wall_s", *(("hq",) if hq else ()))}
-    lines.append(line(
-        f"**ours: {label}** ({len(rows)} seeds, {rows[0]['steps']} steps)", mean_se(col["modes"]),
-        mean_se(col["hq"]) if hq else "", mean_se(col["kl"]), f"{statistics.fmean(col['wall_s']):.0f}",
-    ))  # fmt: skip
+    name = f"**ours: {label}** ({len(rows)} seeds, {rows[0]['steps']} steps)"
+    quality = mean_se(col["hq"]) if hq else ""
+    wall = f"{statistics.fmean(col['wall_s']):.0f}"
+    lines.append(line(name, mean_se(col["modes"]), quality, mean_se(col["kl"]), wall))
     for r in rows:
-        lines.append(line(f"  seed {r['seed']}", f"{r['modes']:g}",
-                          f"{r['hq']:.1f}" if hq else "", f"{r['kl']:.3f}", f"{r['wall_s']:.0f}"))  # fmt: skip
-    for name, modes, quality, kl in PUBLISHED[bench]:
-        lines.append(line(f"{name} (published)", f"{modes:g}",
-                          f"{quality:g}" if quality is not None else "", f"{kl:g}", ""))  # fmt: skip
+        hq_r = f"{r['hq']:.1f}" if hq else ""
+        lines.append(line(f"seed {r['seed']}", f"{r['modes']:g}", hq_r, f"{r['kl']:.3f}",
+                          f"{r['wall_s']:.0f}"))  # fmt: skip
+    for paper, modes, published_hq, kl in PUBLISHED[bench]:
+        hq_p = f"{published_hq:g}" if published_hq is not None else ""
+        lines.append(line(f"{paper} (published)", f"{modes:g}", hq_p, f"{kl:g}", ""))
     lines.append(f"\nevery seed meets the target {TARGETS[bench]}: {meets(bench, rows)}")
     return "\n".join(lines)
 

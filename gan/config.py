@@ -341,8 +341,8 @@ POINT_DEFAULTS: dict[str, Any] = {"arch": "mlp"}
 
 
 def data_kind(dataset: object) -> DataKind:
-    """"points" for a named dataset of points (ring8, grid25), else "images" (uploads are
-    images)."""
+    """The kind of data ``dataset`` names: "points" for a named dataset of points (ring8,
+    grid25), else "images" (uploads are images)."""
     info = DATASETS.get(dataset) if isinstance(dataset, str) else None
     return "points" if info is not None and len(info.shape) == 1 else "images"
 

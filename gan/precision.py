@@ -32,7 +32,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 MIN_SPEEDUP = 1.15  # bf16 must be at least this much faster than fp32 to be picked
-PROBE_REPEATS = 5
+PROBE_REPEATS = 3
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -59,9 +59,7 @@ def _auto(device: str) -> str:
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 in hardware (see the module docstring)."""
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(
-            including_emulation=False
-        )
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         return bool(cpu_flags() & set(BF16_CPU_FLAGS))
     return False
@@ -88,7 +86,7 @@ def probe_speedup(device: torch.device) -> float:
             nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(128 * 7 * 7, 256), nn.ReLU(),
             nn.Linear(256, 1),
         ).to(device)  # fmt: skip
-        x = torch.randn(64, 3, 28, 28, device=device)
+        x = torch.randn(32, 3, 28, 28, device=device)
     fp32 = _time(net, x, device, bf16=False)
     bf16 = _time(net, x, device, bf16=True)
     return fp32 / max(bf16, 1e-9)
