@@ -423,7 +423,8 @@ PRESETS["stable"] = Preset(
     "The recommended default for MNIST-like data, chosen by measurement (BENCHMARKS.md): "
     "DCGAN with one extra 3x3 conv layer per resolution, spectral norm in D, hinge loss, TTUR "
     "(G 2e-4, D 4e-4, β = (0, 0.9)), and an exponential moving average (decay 0.99) of G's "
-    "weights for sampling; 8000 steps.",
+    "weights for sampling; 8000 steps. On 2D points (ring8, grid25) the same recipe on the "
+    "point MLPs (BENCHMARKS.md: mode collapse under the published protocols).",
     _stable(),
 )
 PRESETS["stable-conditional"] = Preset(

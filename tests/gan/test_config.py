@@ -1,5 +1,6 @@
 import dataclasses
 import math
+from typing import Any
 
 import pytest
 
@@ -130,12 +131,13 @@ def test_stable_follows_the_kind_of_data():
 
 def test_pack_and_minibatch_std_must_fit_the_batch():
     assert TrainConfig(pack=4, batch_size=64, minibatch_std=4).pack == 4
-    for overrides, field in [
+    bad: list[tuple[dict[str, Any], str]] = [
         ({"pack": 3, "batch_size": 64}, "pack"),
         ({"pack": 2, "conditional": "projection"}, "pack"),
         ({"minibatch_std": 1}, "minibatch_std"),
         ({"pack": 4, "batch_size": 64, "minibatch_std": 32}, "minibatch_std"),  # 16 packs
-    ]:
+    ]
+    for overrides, field in bad:
         with pytest.raises(ConfigError) as e:
             TrainConfig(**overrides)
         assert e.value.field == field
