@@ -243,6 +243,15 @@ class PresetOut(BaseModel):
     name: str
     description: str
     config: dict[str, Any] = Field(description="The preset's full training config.")
+    by_data_kind: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="What the preset resolves to for each kind of data ('images', 'points'): "
+        "a job spec's dataset picks the kind, and the fields it does not set follow it.",
+    )
+    data_kind_examples: dict[str, str] = Field(
+        default_factory=dict,
+        description="The dataset each entry of by_data_kind was resolved with.",
+    )
 
 
 class PresetList(BaseModel):

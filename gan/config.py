@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 Arch = Literal["mlp", "dcgan"]
-Loss = Literal["minimax", "non_saturating", "hinge", "wgan", "wgan_gp", "lsgan"]
+Loss = Literal["minimax", "non_saturating", "hinge", "wgan", "wgan_gp", "lsgan", "rpgan"]
 Conditional = Literal["none", "projection", "acgan"]
 SpectralNorm = Literal["none", "d", "both"]
 Augment = Literal["none", "translation", "cutout", "translation,cutout"]
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16"]
 Compile = Literal["none", "default", "reduce-overhead"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -122,6 +122,15 @@ class TrainConfig:
         0.0, "decay of the generator's EMA used for sampling; 0 = off", "Stabilisers"
     )
     grad_clip: float = _f(0.0, "clip each network's gradient norm to this; 0 = off", "Stabilisers")
+    pack: int = _f(
+        1, "PacGAN: D judges this many samples at once, concatenated (1 = off)", "Stabilisers"
+    )
+    minibatch_std: int = _f(
+        0,
+        "minibatch standard deviation: D's head also sees the features' std over groups of "
+        "this many samples (Karras et al. 2018); 0 = off",
+        "Stabilisers",
+    )
     # --- optimisation ---
     batch_size: int = _f(64, "real images (and fakes) per discriminator step", "Optimisation")
     d_steps: int = _f(1, "discriminator steps per generator step (n_critic)", "Optimisation")
@@ -136,7 +145,12 @@ class TrainConfig:
     beta1_d: float = _f(0.5, "Adam β1 of the discriminator", "Optimisation")
     beta2_d: float = _f(0.999, "Adam β2 of the discriminator", "Optimisation")
     # --- speed ---
-    precision: Precision = _f("fp32", "bf16: autocast G and D to bfloat16 (CUDA)", "Speed")
+    precision: Precision = _f(
+        "auto",
+        "bf16: autocast G and D to bfloat16; auto: bf16 where the device has native bf16 and a "
+        "timing probe finds it faster, else fp32 (gan.precision; the job reports which)",
+        "Speed",
+    )
     compile: Compile = _f(
         "none", "torch.compile G and D; reduce-overhead uses CUDA graphs", "Speed"
     )
@@ -200,6 +214,17 @@ class TrainConfig:
                 "is available for arch 'mlp' only: torch.compile of the conv networks fails in "
                 "convolution_backward (torch 2.11, measured; BENCHMARKS.md)",
             )
+        if self.batch_size % self.pack:
+            raise ConfigError("pack", f"must divide batch_size ({self.batch_size})")
+        if self.pack > 1 and self.conditional != "none":
+            raise ConfigError("pack", "packs unconditional samples only: set conditional 'none'")
+        judged = self.batch_size // self.pack  # D's batch: packs of samples
+        if self.minibatch_std == 1:
+            raise ConfigError("minibatch_std", "must be 0 (off) or a group of 2 or more samples")
+        if self.minibatch_std > 1 and judged % self.minibatch_std:
+            raise ConfigError(
+                "minibatch_std", f"must divide D's batch, batch_size / pack = {judged}"
+            )
         if self.label_smoothing and self.loss not in ("minimax", "non_saturating", "lsgan"):
             smoothable = "the minimax, non_saturating and lsgan losses"
             raise ConfigError("label_smoothing", f"applies to {smoothable}, not {self.loss!r}")
@@ -260,6 +285,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "instance_noise_steps": (1, 10_000_000),
     "ema_decay": (0.0, 0.99999),
     "grad_clip": (0.0, 1e6),
+    "pack": (1, 16),
+    "minibatch_std": (0, 256),
     "batch_size": (1, 8192),
     "d_steps": (1, 100),
     "lr_g": (1e-7, 1.0),
@@ -305,10 +332,31 @@ FIELD_GROUPS: dict[str, str] = {
 }
 
 
+DataKind = Literal["images", "points"]
+DATA_KINDS: tuple[DataKind, ...] = get_args(DataKind)
+# What a preset shows for each kind of data (GET /presets): a dataset of that kind.
+KIND_EXAMPLES: dict[DataKind, str] = {"images": "mnist", "points": "grid25"}
+# Defaults every preset takes for point data: the DCGAN cannot take points.
+POINT_DEFAULTS: dict[str, Any] = {"arch": "mlp"}
+
+
+def data_kind(dataset: object) -> DataKind:
+    """The kind of data ``dataset`` names: "points" for a named dataset of points (ring8,
+    grid25), else "images" (uploads are images)."""
+    info = DATASETS.get(dataset) if isinstance(dataset, str) else None
+    return "points" if info is not None and len(info.shape) == 1 else "images"
+
+
 @dataclass(frozen=True)
 class Preset:
     description: str
-    config: TrainConfig
+    config: TrainConfig  # for images (its dataset is MNIST)
+    points: dict[str, Any] = dataclasses.field(default_factory=dict)  # what differs for points
+
+    def defaults(self, kind: DataKind) -> dict[str, Any]:
+        """The preset's fields for data of ``kind``, before a job spec's overrides."""
+        fields = self.config.to_dict()
+        return {**fields, **POINT_DEFAULTS, **self.points} if kind == "points" else fields
 
 
 PRESETS: dict[str, Preset] = {
@@ -375,7 +423,8 @@ PRESETS["stable"] = Preset(
     "The recommended default for MNIST-like data, chosen by measurement (BENCHMARKS.md): "
     "DCGAN with one extra 3x3 conv layer per resolution, spectral norm in D, hinge loss, TTUR "
     "(G 2e-4, D 4e-4, β = (0, 0.9)), and an exponential moving average (decay 0.99) of G's "
-    "weights for sampling; 8000 steps.",
+    "weights for sampling; 8000 steps. On 2D points (ring8, grid25) the same recipe on the "
+    "point MLPs (BENCHMARKS.md: mode collapse under the published protocols).",
     _stable(),
 )
 PRESETS["stable-conditional"] = Preset(
@@ -386,10 +435,19 @@ PRESETS["stable-conditional"] = Preset(
 
 
 def resolve(preset: str, **overrides: Any) -> TrainConfig:
-    """The preset's config with ``overrides`` applied; raises ConfigError naming a bad field."""
+    """The preset's config for the kind of data ``overrides`` names (``data_kind`` of its
+    dataset, else the preset's), with ``overrides`` applied; raises ConfigError naming a bad
+    field. A field the spec sets always wins over the preset's default for the data."""
     if preset not in PRESETS:
         raise ConfigError("preset", f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
-    return from_dict({**PRESETS[preset].config.to_dict(), **overrides})
+    chosen = PRESETS[preset]
+    kind = data_kind(overrides.get("dataset", chosen.config.dataset))
+    return from_dict({**chosen.defaults(kind), **overrides})
+
+
+def resolve_for_kinds(preset: str) -> dict[DataKind, TrainConfig]:
+    """What ``preset`` resolves to for each kind of data, on ``KIND_EXAMPLES``' datasets."""
+    return {kind: resolve(preset, dataset=KIND_EXAMPLES[kind]) for kind in DATA_KINDS}
 
 
 def from_dict(values: dict[str, Any]) -> TrainConfig:

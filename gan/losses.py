@@ -85,6 +85,24 @@ def lsgan_g_loss(fake: Tensor) -> Tensor:
     return 0.5 * (fake - 1.0).square().mean()
 
 
+# --- relativistic pairing (Jolicoeur-Martineau 2018 RpGAN; Huang et al. 2024 R3GAN) ---
+
+
+def rpgan_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    # Pairs real i with fake i. D minimises E[f(l_f − l_r)] with f = softplus:
+    #   E[−log σ(l_r − l_f)] = E[softplus(l_f − l_r)]
+    # D only has to rank each real above its fake, not push every real to one side of a fixed
+    # boundary: where G has dropped a mode, the reals there still yield a gradient that moves
+    # the fakes paired with them (R3GAN: no mode dropping for a full-support fake distribution).
+    return F.softplus(fake - real).mean()
+
+
+def rpgan_g_loss(fake: Tensor, real: Tensor) -> Tensor:
+    # G minimises E[softplus(l_r − l_f)], the same pairs with the roles swapped; l_r is D on a
+    # real batch, a constant for G.
+    return F.softplus(real - fake).mean()
+
+
 # --- dispatch on TrainConfig.loss ---
 
 _SMOOTHABLE_D_LOSSES: dict[str, Callable[[Tensor, Tensor, float], Tensor]] = {
@@ -96,7 +114,9 @@ _D_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "hinge": hinge_d_loss,
     "wgan": wasserstein_d_loss,
     "wgan_gp": wasserstein_d_loss,
+    "rpgan": rpgan_d_loss,
 }
+RELATIVISTIC = ("rpgan",)  # losses whose G step needs D's logits on real data too
 _G_LOSSES: dict[str, Callable[[Tensor], Tensor]] = {
     "minimax": minimax_g_loss,
     "non_saturating": non_saturating_g_loss,
@@ -115,13 +135,17 @@ def d_loss(loss: str, real: Tensor, fake: Tensor, label_smoothing: float = 0.0) 
         if label_smoothing:
             raise ValueError(f"label_smoothing does not apply to the {loss!r} loss")
         return _D_LOSSES[loss](real, fake)
-    raise ValueError(f"unknown loss {loss!r}; known: {sorted(_G_LOSSES)}")
+    raise ValueError(f"unknown loss {loss!r}; known: {sorted([*_G_LOSSES, *RELATIVISTIC])}")
 
 
-def g_loss(loss: str, fake: Tensor) -> Tensor:
-    """G's loss for ``TrainConfig.loss``."""
+def g_loss(loss: str, fake: Tensor, real: Tensor | None = None) -> Tensor:
+    """G's loss for ``TrainConfig.loss``; a relativistic loss also takes D's logits on reals."""
+    if loss in RELATIVISTIC:
+        if real is None:
+            raise ValueError(f"the {loss!r} loss compares fakes with reals: pass real logits")
+        return rpgan_g_loss(fake, real)
     if loss not in _G_LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; known: {sorted(_G_LOSSES)}")
+        raise ValueError(f"unknown loss {loss!r}; known: {sorted([*_G_LOSSES, *RELATIVISTIC])}")
     return _G_LOSSES[loss](fake)
 
 

@@ -8,6 +8,7 @@ Everything is computed on the CPU; values come back as Python floats.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,6 +112,19 @@ def precision_recall(
     return float(precision), float(recall)
 
 
+def mode_spread(mode: Tensor, num_modes: int) -> float:
+    """How evenly samples spread over the modes, as a share of what N independent draws from
+    the data would show: ≈ 1 for a faithful sampler, → 1/K as it collapses onto one mode."""
+    # The effective number of modes exp(H(h)), h the histogram of the samples' modes, over the
+    # modes that N uniform draws hit on average, K·(1 − (1 − 1/K)^N) (fewer than K when N is
+    # not much larger than K: 865 of 1000 for N = 2000). Quality plays no part, so a blurry
+    # early generator that spreads its mass is not taken for a collapsed one.
+    h = class_histogram(mode, num_modes)
+    entropy = -float(torch.xlogy(h, h).sum())
+    hit = num_modes * (1.0 - (1.0 - 1.0 / num_modes) ** max(1, mode.numel()))
+    return min(1.0, math.exp(entropy) / hit)
+
+
 def mixture_metrics(
     points: Tensor, centres: Tensor, sigma: float, min_share: float = 0.2
 ) -> dict[str, float]:
@@ -130,6 +144,28 @@ def mixture_metrics(
         "modes": float(covered.sum()),
         "high_quality": float(high_quality.double().mean()),
         "mode_kl": class_kl(class_histogram(mode, k), uniform),
+        "mode_spread": mode_spread(mode, k),
+    }
+
+
+def published_mixture_metrics(points: Tensor, centres: Tensor, sigma: float) -> dict[str, float]:
+    """PacGAN's protocol (Lin et al. 2018, Table 1) on 2D points: modes covered, share of
+    high-quality samples, and the reverse KL of the high-quality samples' modes to uniform."""
+    # High quality: within 3σ of the nearest centre. A mode is covered when at least one
+    # high-quality sample is nearest to it (``mixture_metrics`` asks for a share instead).
+    # reverse_kl = KL(h ‖ uniform) = Σ_k h_k log(K h_k), h the histogram over modes of the
+    # high-quality samples only (0 when they spread evenly, log K when all fall on one mode).
+    pts = torch.as_tensor(points).double()
+    nearest, mode = torch.cdist(pts, centres.double()).min(1)
+    high_quality = nearest <= 3 * sigma
+    k = len(centres)
+    counts = torch.bincount(mode[high_quality], minlength=k)
+    uniform = torch.full((k,), 1.0 / k, dtype=torch.float64)
+    hq = int(high_quality.sum())
+    return {
+        "modes": float((counts > 0).sum()),
+        "high_quality": float(high_quality.double().mean()),
+        "reverse_kl": class_kl(class_histogram(mode[high_quality], k), uniform) if hq else math.inf,
     }
 
 
@@ -164,6 +200,7 @@ def stacked_mnist_metrics(images: Tensor | np.ndarray, judge: Judge) -> dict[str
     return {
         "modes": float((hist > 0).sum()),
         "kl": class_kl(hist, torch.full((1000,), 1e-3, dtype=torch.float64)),
+        "mode_spread": mode_spread(mode, 1000),
     }
 
 

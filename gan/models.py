@@ -73,6 +73,29 @@ class Generator(nn.Module):
         return self.net(z).view(-1, *self.shape)
 
 
+def pack_samples(x: Tensor, m: int) -> Tensor:
+    """PacGAN's packing (Lin et al. 2018): (B, C, ...) → (B/m, m·C, ...), consecutive samples
+    concatenated along the channel (or, for points, the coordinate) axis, so D judges m samples
+    at once; a pack of G's samples that repeat one mode is told apart from m independent reals."""
+    # pack j = [x_{jm}, x_{jm+1}, …, x_{jm+m−1}] concatenated on axis 1
+    if len(x) % m:
+        raise ValueError(f"a batch of {len(x)} does not split into packs of {m}")
+    return x.reshape(len(x) // m, m * x.shape[1], *x.shape[2:])
+
+
+def minibatch_stddev(h: Tensor, group: int) -> Tensor:
+    """Minibatch standard deviation (Karras et al. 2018) of features h (B, F) → (B, F + 1): the
+    extra feature is, for each group of ``group`` consecutive samples, the mean over features of
+    their standard deviation across the group (a collapsed batch has ~0 spread)."""
+    # s_g = (1/F) Σ_f sqrt(Var_{i∈g}[h_if] + 1e−8), biased variance, appended to each row of g
+    b, f = h.shape
+    g = group if b % group == 0 else b  # a batch the groups do not divide: one group
+    hg = h.float().view(b // g, g, f)
+    std = (hg.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=1)  # (B/g,)
+    extra = std.repeat_interleave(g).to(h.dtype).unsqueeze(1)
+    return torch.cat([h, extra], dim=1)
+
+
 class Discriminator(nn.Module):
     """(x (B, *shape), labels (B,) or None) → (logits (B,), class_logits (B, K) or None).
 
@@ -82,28 +105,31 @@ class Discriminator(nn.Module):
     ``pool`` (identity unless given) is where a conv D sums its feature map over positions, as
     Miyato & Koyama do: a projection onto the flattened map would be a per-class pixel template,
     which G satisfies with one image per class (measured: BENCHMARKS.md).
+    With ``pack`` m > 1, ``features`` takes packs of m samples (``pack_samples``) and the logits
+    are one per pack, (B/m,); with ``mbstd`` g ≥ 2 the head sees ``minibatch_stddev(h, g)``.
     """
 
     def __init__(
         self, features: nn.Module, feature_dim: int, num_classes: int = 0,
         conditional: Conditional = "none", pool: nn.Module | None = None,
-        pooled_dim: int | None = None,
+        pooled_dim: int | None = None, pack: int = 1, mbstd: int = 0,
     ) -> None:  # fmt: skip
         super().__init__()
+        self.pack, self.mbstd = pack, mbstd
         if conditional != "none" and num_classes < 1:
             raise ValueError(f"conditional={conditional!r} needs a dataset with class labels")
         self.num_classes = num_classes if conditional != "none" else 0
         self.conditional = conditional
         self.features = features
-        self.head = nn.Linear(feature_dim, 1)
+        self.head = nn.Linear(feature_dim + (1 if mbstd >= 2 else 0), 1)
         self.pool = pool if pool is not None else nn.Identity()
         proj, acgan = conditional == "projection", conditional == "acgan"
         self.embed = nn.Embedding(num_classes, pooled_dim or feature_dim) if proj else None
         self.classifier = nn.Linear(feature_dim, num_classes) if acgan else None
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        h = self.features(x)
-        logits = self.head(h).squeeze(1)
+        h = self.features(pack_samples(x, self.pack) if self.pack > 1 else x)
+        logits = self.head(minibatch_stddev(h, self.mbstd) if self.mbstd >= 2 else h).squeeze(1)
         if self.embed is not None:
             if labels is None:
                 raise ValueError("this projection discriminator needs labels (B,)")
@@ -138,12 +164,12 @@ class MLPDiscriminator(Discriminator):
 
     def __init__(
         self, shape: tuple[int, ...] = IMAGE_SHAPE, num_classes: int = 0,
-        conditional: Conditional = "none",
+        conditional: Conditional = "none", pack: int = 1, mbstd: int = 0,
     ) -> None:  # fmt: skip
         features = nn.Sequential(
-            nn.Flatten(), *_mlp([math.prod(shape), 512, 256], _lrelu, _lrelu())
+            nn.Flatten(), *_mlp([pack * math.prod(shape), 512, 256], _lrelu, _lrelu())
         )
-        super().__init__(features, 256, num_classes, conditional)
+        super().__init__(features, 256, num_classes, conditional, pack=pack, mbstd=mbstd)
 
 
 class PointGenerator(Generator):
@@ -158,10 +184,11 @@ class PointDiscriminator(Discriminator):
     """Points D: D → 256 → 256 → 256 → 1 with LeakyReLU(0.2)."""
 
     def __init__(
-        self, shape: tuple[int, ...], num_classes: int = 0, conditional: Conditional = "none"
-    ) -> None:
-        features = _mlp([shape[0], 256, 256, 256], _lrelu, _lrelu())
-        super().__init__(features, 256, num_classes, conditional)
+        self, shape: tuple[int, ...], num_classes: int = 0, conditional: Conditional = "none",
+        pack: int = 1, mbstd: int = 0,
+    ) -> None:  # fmt: skip
+        features = _mlp([pack * shape[0], 256, 256, 256], _lrelu, _lrelu())
+        super().__init__(features, 256, num_classes, conditional, pack=pack, mbstd=mbstd)
 
 
 def _check_dcgan_shape(shape: tuple[int, ...]) -> None:
@@ -277,11 +304,11 @@ class DCGANDiscriminator(Discriminator):
 
     def __init__(
         self, shape: tuple[int, ...], num_classes: int = 0, conditional: Conditional = "none",
-        width: int = 64, depth: int = 0,
+        width: int = 64, depth: int = 0, pack: int = 1, mbstd: int = 0,
     ) -> None:  # fmt: skip
         _check_dcgan_shape(shape)
         features = nn.Sequential(
-            nn.Conv2d(shape[0], width, 4, 2, 1),
+            nn.Conv2d(pack * shape[0], width, 4, 2, 1),
             nn.LeakyReLU(0.2),
             *_conv3_blocks(width, depth, None, _lrelu),
             nn.Conv2d(width, 2 * width, 4, 2, 1),
@@ -291,7 +318,7 @@ class DCGANDiscriminator(Discriminator):
         )
         super().__init__(
             features, 2 * width * (shape[1] // 4) ** 2, num_classes, conditional,
-            pool=SpatialSum(2 * width), pooled_dim=2 * width,
+            pool=SpatialSum(2 * width), pooled_dim=2 * width, pack=pack, mbstd=mbstd,
         )  # fmt: skip
         _dcgan_init(self)  # embeddings keep torch's N(0, 1)
 
@@ -319,14 +346,16 @@ def build_models(
     if len(shape) == 1:
         if cfg.arch != "mlp":
             raise ValueError(f"arch {cfg.arch!r} needs images (C, H, W); points use arch 'mlp'")
-        G, D = PointGenerator(cfg.latent_dim, shape, k), PointDiscriminator(shape, k, cond)
+        G = PointGenerator(cfg.latent_dim, shape, k)
+        D = PointDiscriminator(shape, k, cond, cfg.pack, cfg.minibatch_std)
     elif len(shape) != 3:
         raise ValueError(f"data must be images (C, H, W) or points (D,), got shape {shape}")
     elif cfg.arch == "mlp":
-        G, D = MLPGenerator(cfg.latent_dim, shape, k), MLPDiscriminator(shape, k, cond)
+        G = MLPGenerator(cfg.latent_dim, shape, k)
+        D = MLPDiscriminator(shape, k, cond, cfg.pack, cfg.minibatch_std)
     else:
         G = DCGANGenerator(cfg.latent_dim, shape, k, cfg.width, cfg.depth)
-        D = DCGANDiscriminator(shape, k, cond, cfg.width, cfg.depth)
+        D = DCGANDiscriminator(shape, k, cond, cfg.width, cfg.depth, cfg.pack, cfg.minibatch_std)
     if cfg.spectral_norm in ("d", "both"):
         _add_spectral_norm(D, (nn.Linear, nn.Conv2d, nn.Embedding))
     if cfg.spectral_norm == "both":

@@ -7,8 +7,9 @@ ask about in every GAN tracker:
 - ``vanishing_gradients``: D's loss stays near 0 for ``SATURATION_REPORTS`` reports in a row,
   i.e. D(x) → 1 and D(G(z)) → 0 (or the hinge margins are all met), so G's gradients vanish;
 - ``mode_collapse``: the samples' diversity (or, for a conditional G, their diversity within a
-  class) falls below ``COLLAPSE_DIVERSITY`` of the data's, or the classes covered drop by
-  ``COVERAGE_DROP`` or more from the best seen;
+  class) falls below ``COLLAPSE_DIVERSITY`` of the data's, or, on data with known modes (2D
+  mixtures, Stacked MNIST), their spread over the modes (``gan.metrics.mode_spread``) does, or
+  the classes covered drop by ``COVERAGE_DROP`` or more from the best seen;
 - ``diverged``: a loss or weight became non-finite and the run rolled back (``rolled_back``);
 - ``checkpoint_corrupt``: the newest checkpoint was truncated or damaged when the run resumed,
   so it went on from an older one (``checkpoint_corrupt``).
@@ -91,9 +92,11 @@ class Monitor:
         self.metrics, self.metrics_step = dict(metrics), step
         covered = metrics.get("coverage", metrics.get("modes"))
         within = metrics.get("class_diversity", 1.0)  # NaN compares False: no flag
+        spread = metrics.get("mode_spread", 1.0)
         collapsed = (
             metrics.get("diversity", 1.0) < COLLAPSE_DIVERSITY
             or within < COLLAPSE_DIVERSITY
+            or spread < COLLAPSE_DIVERSITY
             or (covered is not None and covered <= self.most_covered - COVERAGE_DROP)
         )
         if covered is not None:
@@ -106,6 +109,7 @@ class Monitor:
                 f"classes (best {self.most_covered:g}) with diversity "
                 f"{metrics.get('diversity', math.nan):.2f} of the data's"
                 + (f" ({within:.2f} within a class)" if "class_diversity" in metrics else "")
+                + (f", spread over the modes {spread:.2f}" if "mode_spread" in metrics else "")
                 + ": the generator is collapsing onto a few modes. Try the stable preset, "
                 "spectral_norm, a lower lr_g, or resume from the best checkpoint.",
             )

@@ -32,6 +32,7 @@ class Progress:
     best: dict[str, float] | None  # the best evaluation so far (its checkpoint is best.pt)
     best_step: int | None
     warnings: tuple[TrainWarning, ...]  # every warning of the run so far
+    precision: str = "fp32"  # what the config's precision resolved to: "fp32" or "bf16"
 
     def scalars(self) -> dict[str, float]:
         """The numbers of every report, charted as time series (``GET /jobs/{id}/metrics``)."""
@@ -43,4 +44,5 @@ class Progress:
             "d_grad_norm": self.d_grad_norm,
             "g_grad_norm": self.g_grad_norm,
             "images_per_sec": self.images_per_sec,
+            "bf16": 1.0 if self.precision == "bf16" else 0.0,  # precision "auto" resolved to
         }

@@ -22,6 +22,7 @@ import torch
 from gan.config import TrainConfig
 from gan.models import Discriminator, Generator, build_models
 from gan.monitor import Monitor
+from gan.precision import resolve_precision
 
 PENALISED_LOSSES = ("wgan_gp",)  # losses whose D step takes second derivatives
 
@@ -49,6 +50,7 @@ class TrainState:
     D_fwd: DForward  # D's forward, likewise
     autocast: contextlib.AbstractContextManager[None]  # around G and D forwards (not saved)
     step: int = 0  # generator steps done
+    precision: str = "fp32"  # what cfg.precision resolved to here: "fp32" or "bf16" (not saved)
 
     @classmethod
     def new(
@@ -74,11 +76,13 @@ class TrainState:
             D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1_d, cfg.beta2_d), fused=fused or None
         )
         G_fwd, D_fwd = compiled(cfg, G, D)
+        precision = resolve_precision(cfg.precision, device)
         return cls(
             G=G, D=D, G_ema=G_ema, opt_g=opt_g, opt_d=opt_d,
             rng=torch.Generator(device).manual_seed(cfg.seed), monitor=Monitor(key=key),
             shape=tuple(shape), num_classes=num_classes, device=device,
-            G_fwd=G_fwd, D_fwd=D_fwd, autocast=autocast_for(cfg, device),
+            G_fwd=G_fwd, D_fwd=D_fwd, autocast=autocast_for(precision, device),
+            precision=precision,
         )  # fmt: skip
 
     def snapshot(self) -> dict[str, Any]:
@@ -134,9 +138,10 @@ class TrainState:
         return all(torch.isfinite(t).all() for t in (*self.G.parameters(), *self.D.parameters()))
 
 
-def autocast_for(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[None]:
-    """bf16 autocast around G and D forward passes when asked for; losses stay in float32."""
-    if cfg.precision == "bf16":
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """bf16 autocast around G and D forward passes for a resolved ``precision`` of "bf16"
+    (``gan.precision.resolve_precision``); losses stay in float32."""
+    if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -77,7 +77,7 @@ def train_step(
         real, y_real = real_batch(k)
         fake, y_fake = fake_batch(cfg, s, grad=i == cfg.d_steps - 1)  # G's graph: last one only
         d = d_step(cfg, s, k, real, y_real, fake, y_fake)
-    g = g_step(cfg, s, fake, y_fake)
+    g = g_step(cfg, s, fake, y_fake, real, y_real)
     s.step += 1
     if s.G_ema is not None:
         update_ema(s.G_ema, s.G, ema_decay_at(cfg, s.step))
@@ -168,13 +168,21 @@ def regularised(
     return loss
 
 
-def g_step(cfg: TrainConfig, s: TrainState, fake: Tensor, y_fake: Tensor | None) -> GStep:
+def g_step(cfg: TrainConfig, s: TrainState, fake: Tensor, y_fake: Tensor | None,
+           real: Tensor | None = None, y_real: Tensor | None = None) -> GStep:  # fmt: skip
     """One generator update on ``fake`` (which carries G's graph). D is frozen meanwhile: the
     backward pass goes through D to G without computing gradients for D's weights, which the
-    next D step would discard; D's weights require gradients again afterwards."""
+    next D step would discard; D's weights require gradients again afterwards. A relativistic
+    loss also scores ``real`` (the last D step's batch), a constant for G."""
     s.D.requires_grad_(False)
     fake_logits, fake_classes = discriminate(s, d_input(cfg, s, fake), y_fake)
-    loss = losses.g_loss(cfg.loss, fake_logits)
+    real_logits = None
+    if cfg.loss in losses.RELATIVISTIC:
+        if real is None:
+            raise ValueError(f"the {cfg.loss!r} loss needs the real batch in G's step")
+        with torch.no_grad():
+            real_logits = discriminate(s, d_input(cfg, s, real), y_real)[0]
+    loss = losses.g_loss(cfg.loss, fake_logits, real_logits)
     if fake_classes is not None and y_fake is not None:
         loss = loss + cfg.acgan_weight * losses.classification_loss(fake_classes, y_fake)
     s.opt_g.zero_grad(set_to_none=True)

@@ -328,6 +328,7 @@ def progress_of(cfg: TrainConfig, s: TrainState, stats: StepStats, rate: float, 
         best=dict(m.best) if m.best is not None else None,
         best_step=m.best_step,
         warnings=tuple(m.warnings),
+        precision=s.precision,
     )
 
 

@@ -1,4 +1,6 @@
+import dataclasses
 import math
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from gan.config import (
     check_data,
     from_dict,
     resolve,
+    resolve_for_kinds,
 )
 
 
@@ -109,3 +112,32 @@ def test_uploaded_data_is_checked_against_the_config():
     with pytest.raises(ConfigError) as info:
         check_data(resolve("stable-conditional", dataset=cfg.dataset), (1, 28, 28), 1)
     assert info.value.field == "conditional"
+
+
+def test_stable_follows_the_kind_of_data():
+    images, points = resolve("stable"), resolve("stable", dataset="grid25")
+    assert images.arch == "dcgan" and points.arch == "mlp"
+    assert resolve("stable", dataset="ring8") == dataclasses.replace(points, dataset="ring8")
+    for name in PRESETS:  # every preset takes every dataset with nothing else set
+        for dataset in ("mnist", "stacked-mnist", "ring8", "grid25"):
+            assert resolve(name, dataset=dataset).dataset == dataset
+    # the spec's own fields win over the defaults for its data
+    assert resolve("stable", dataset="grid25", pack=1, loss="hinge").loss == "hinge"
+    with pytest.raises(ConfigError, match="arch"):
+        resolve("stable", dataset="grid25", arch="dcgan")
+    kinds = resolve_for_kinds("stable")
+    assert kinds == {"images": images, "points": points}
+
+
+def test_pack_and_minibatch_std_must_fit_the_batch():
+    assert TrainConfig(pack=4, batch_size=64, minibatch_std=4).pack == 4
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"pack": 3, "batch_size": 64}, "pack"),
+        ({"pack": 2, "conditional": "projection"}, "pack"),
+        ({"minibatch_std": 1}, "minibatch_std"),
+        ({"pack": 4, "batch_size": 64, "minibatch_std": 32}, "minibatch_std"),  # 16 packs
+    ]
+    for overrides, field in bad:
+        with pytest.raises(ConfigError) as e:
+            TrainConfig(**overrides)
+        assert e.value.field == field

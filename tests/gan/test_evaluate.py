@@ -132,7 +132,8 @@ def test_mixture_samples_cover_every_mode(dataset, centres, sigma):
     evaluator = Evaluator(dataset, samples=2000)
     assert evaluator.key == "mode_kl"
     good = evaluator(Replay(centres, sigma=sigma))
-    assert set(good) == {"modes", "high_quality", "mode_kl", "diversity"}
+    assert set(good) == {"modes", "high_quality", "mode_kl", "mode_spread", "diversity"}
+    assert good["mode_spread"] > 0.95
     assert good["modes"] == len(centres) and good["high_quality"] > 0.97
     assert good["mode_kl"] < 0.02  # ≈ (K − 1) / 2N from counting 2000 samples
     assert good["diversity"] == pytest.approx(1.0, abs=0.1)
@@ -142,6 +143,7 @@ def test_mixture_samples_cover_every_mode(dataset, centres, sigma):
     assert collapsed["modes"] == 1
     assert collapsed["mode_kl"] == pytest.approx(math.log(len(centres)), abs=1e-3)
     assert collapsed["diversity"] < 0.05
+    assert collapsed["mode_spread"] == pytest.approx(1 / len(centres))
 
 
 def test_stacked_mnist_is_scored_by_modes_and_kl(judge, mnist):
@@ -150,12 +152,14 @@ def test_stacked_mnist_is_scored_by_modes_and_kl(judge, mnist):
     assert evaluator.key == "kl"
     bank = to_unit_range(dataset.data)
     good = evaluator(Replay(bank))
-    assert set(good) == {"modes", "kl", "diversity"}
+    assert set(good) == {"modes", "kl", "mode_spread", "diversity"}
+    assert good["mode_spread"] > 0.7  # the judge's errors and the bank's own draws
     # 1000 uniform draws from 1000 modes hit 1000·(1 − e^−1) ≈ 632 of them.
     assert 450 < good["modes"] < 700
     collapsed = evaluator(Replay(bank[:1]))
     assert collapsed["modes"] == 1 and collapsed["diversity"] == 0.0
     assert collapsed["kl"] == pytest.approx(math.log(1000), abs=1e-3)
+    assert collapsed["mode_spread"] < 0.01
     assert good["kl"] < collapsed["kl"] - 2
 
 

@@ -20,6 +20,8 @@ from gan.losses import (
     minimax_d_loss,
     minimax_g_loss,
     non_saturating_g_loss,
+    rpgan_d_loss,
+    rpgan_g_loss,
     wasserstein_d_loss,
     wasserstein_g_loss,
 )
@@ -46,6 +48,8 @@ def all_losses(real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor
         "wasserstein_g": wasserstein_g_loss(fake),
         "lsgan_d": lsgan_d_loss(real, fake, label_smoothing=0.1),
         "lsgan_g": lsgan_g_loss(fake),
+        "rpgan_d": rpgan_d_loss(real, fake),
+        "rpgan_g": rpgan_g_loss(fake, real),
     }
 
 
@@ -86,6 +90,18 @@ def test_hinge_wasserstein_lsgan_match_hand_computed_values():
     # targets 0.9: ½·mean([1.21, .16, 3.61]) + ½·mean([4, 0, .25])
     assert_close(lsgan_d_loss(REAL, FAKE, label_smoothing=0.1), torch.tensor(4.98 / 6 + 4.25 / 6))
     assert_close(lsgan_g_loss(FAKE), torch.tensor(10.25 / 6))  # ½·mean([9, 1, .25])
+
+
+def test_rpgan_pairs_each_real_with_its_fake():
+    # softplus(l_f − l_r) per pair: pairs (2, −2), (0.5, 0), (−1, 0.5) by hand
+    diffs = torch.tensor([-4.0, -0.5, 1.5])
+    by_hand = torch.log1p(torch.exp(diffs)).mean()
+    assert_close(rpgan_d_loss(REAL, FAKE), by_hand)
+    assert_close(rpgan_g_loss(FAKE, REAL), torch.log1p(torch.exp(-diffs)).mean())
+    # only differences count: shifting both logits by c changes nothing (unlike minimax)
+    assert_close(rpgan_d_loss(REAL + 3.0, FAKE + 3.0), by_hand)
+    # the pairing matters: a permutation of the fakes changes the loss
+    assert not torch.allclose(rpgan_d_loss(REAL, FAKE.flip(0)), by_hand)
 
 
 def test_losses_are_scalars_and_average_over_the_batch():
@@ -175,6 +191,7 @@ EXPECTED: dict[str, tuple[Callable[..., torch.Tensor], Callable[..., torch.Tenso
     "wgan": (wasserstein_d_loss, wasserstein_g_loss),
     "wgan_gp": (wasserstein_d_loss, wasserstein_g_loss),
     "lsgan": (lsgan_d_loss, lsgan_g_loss),
+    "rpgan": (rpgan_d_loss, rpgan_g_loss),
 }
 
 
@@ -184,7 +201,12 @@ def test_dispatch_covers_every_configurable_loss():
     for name in get_args(Loss):
         d_fn, g_fn = EXPECTED[name]
         assert_close(d_loss(name, real, fake), d_fn(real, fake), msg=name)
-        assert_close(g_loss(name, fake), g_fn(fake), msg=name)
+        if name == "rpgan":  # relativistic: G's loss compares each fake with its real
+            assert_close(g_loss(name, fake, real), g_fn(fake, real), msg=name)
+            with pytest.raises(ValueError, match="real logits"):
+                g_loss(name, fake)
+        else:
+            assert_close(g_loss(name, fake), g_fn(fake), msg=name)
 
 
 def test_dispatch_passes_label_smoothing_where_it_applies():
@@ -194,7 +216,7 @@ def test_dispatch_passes_label_smoothing_where_it_applies():
         smoothed = d_loss(name, real, fake, label_smoothing=0.2)
         assert_close(smoothed, d_fn(real, fake, label_smoothing=0.2), msg=name)
         assert not torch.equal(smoothed, d_loss(name, real, fake)), name
-    for name in ("hinge", "wgan", "wgan_gp"):
+    for name in ("hinge", "wgan", "wgan_gp", "rpgan"):
         with pytest.raises(ValueError, match="label_smoothing"):
             d_loss(name, real, fake, label_smoothing=0.2)
 

@@ -140,8 +140,9 @@ def test_grid25_metrics():
     assert true["high_quality"] == pytest.approx(1 - math.exp(-4.5), abs=0.01)
     assert true["mode_kl"] < 1e-4
     collapsed = grid25_metrics(GRID25_CENTRES[7].repeat(2500, 1))
-    expected = {"modes": 1, "high_quality": 1.0, "mode_kl": math.log(25)}
+    expected = {"modes": 1, "high_quality": 1.0, "mode_kl": math.log(25), "mode_spread": 1 / 25}
     assert collapsed == pytest.approx(expected, abs=1e-4)  # ε of class_kl: 25·1e−6
+    assert true["mode_spread"] > 0.95
     half = grid25_metrics(mixture_sample(GRID25_CENTRES, 0.05, 2500, modes=list(range(0, 25, 2))))
     assert half["modes"] == 13
     # Uniform noise over [−5, 5]²: the 3σ discs cover 25·π·0.15² / 100 ≈ 1.8% of the square.
@@ -156,7 +157,7 @@ def test_ring8_metrics():
     assert true["high_quality"] > 0.97
     assert_close(RING8_CENTRES.norm(dim=1), torch.full((8,), 2.0, dtype=torch.float64))
     collapsed = ring8_metrics(mixture_sample(RING8_CENTRES, 0.0, 800, modes=[3]))
-    expected = {"modes": 1, "high_quality": 1.0, "mode_kl": math.log(8)}
+    expected = {"modes": 1, "high_quality": 1.0, "mode_kl": math.log(8), "mode_spread": 1 / 8}
     assert collapsed == pytest.approx(expected, abs=1e-4)
     # Points on the circle between the centres are low quality.
     angles = (torch.arange(8) + 0.5) * 2 * math.pi / 8
@@ -198,6 +199,8 @@ def test_stacked_mnist_metrics_count_distinct_triples(judge, mnist):
     assert metrics["modes"] == len(triples)
     # KL(uniform on m modes ‖ uniform on 1000) = log(1000 / m)
     assert metrics["kl"] == pytest.approx(math.log(1000 / len(triples)), abs=1e-3)
+    # 37 modes, evenly: exp(H) = 37 of the 1000·(1 − 0.999^148) ≈ 138 modes 148 draws hit
+    assert metrics["mode_spread"] == pytest.approx(37 / (1000 * (1 - 0.999**148)), rel=1e-6)
     one = stacked_mnist_metrics(x[:4], judge)
     assert one["modes"] == 1 and one["kl"] == pytest.approx(math.log(1000), abs=1e-3)
 
@@ -253,3 +256,23 @@ def test_image_reference_is_computed_once_and_reused(judge, mnist):
     fake = mnist[0][SMALL_N + 301 : SMALL_N + 401]
     expected = evaluate_images(fake, real, labels, judge, num_classes=10, seed=1)
     assert score_images(fake, reference, judge) == expected
+
+
+def test_published_mixture_metrics_count_one_sample_as_a_mode():
+    from gan.metrics import published_mixture_metrics
+
+    true = published_mixture_metrics(
+        mixture_sample(GRID25_CENTRES, 0.05, 2500), GRID25_CENTRES, 0.05
+    )
+    assert true["modes"] == 25 and true["reverse_kl"] < 0.01
+    assert true["high_quality"] == pytest.approx(1 - math.exp(-4.5), abs=0.01)
+    # one high-quality sample covers a mode (mixture_metrics wants 20 of 2500)
+    points = torch.cat([GRID25_CENTRES[:1].repeat(2499, 1), GRID25_CENTRES[1:2]])
+    m = published_mixture_metrics(points, GRID25_CENTRES, 0.05)
+    assert m["modes"] == 2 and grid25_metrics(points)["modes"] == 1
+    # the KL is of the high-quality samples only: far-off samples do not count
+    half = torch.cat([mixture_sample(GRID25_CENTRES, 0.0, 1250), torch.full((1250, 2), 1.0)])
+    m = published_mixture_metrics(half, GRID25_CENTRES, 0.05)
+    assert m["high_quality"] == 0.5 and m["modes"] == 25 and m["reverse_kl"] < 1e-4
+    collapsed = published_mixture_metrics(GRID25_CENTRES[3].repeat(100, 1), GRID25_CENTRES, 0.05)
+    assert collapsed["reverse_kl"] == pytest.approx(math.log(25), abs=1e-4)

@@ -265,3 +265,42 @@ def test_base_classes():
     for arch, shape in [("mlp", (1, 28, 28)), ("dcgan", (1, 28, 28)), ("mlp", (2,))]:
         G, D = make(shape, arch=arch)
         assert isinstance(G, Generator) and isinstance(D, Discriminator)
+
+
+def test_pack_samples_concatenates_consecutive_samples():
+    from gan.models import pack_samples
+
+    x = torch.arange(12.0).view(6, 2)  # six 2D points
+    packed = pack_samples(x, 3)
+    assert_close(packed, torch.tensor([[0.0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]]))
+    images = torch.randn(4, 3, 8, 8)
+    packed = pack_samples(images, 2)
+    assert packed.shape == (2, 6, 8, 8)
+    assert_close(packed[1, 3:], images[3])  # pack 1 is samples 2 and 3, channel-stacked
+    with pytest.raises(ValueError, match="packs of 4"):
+        pack_samples(x, 4)
+
+
+def test_minibatch_stddev_is_the_mean_feature_spread_of_each_group():
+    from gan.models import minibatch_stddev
+
+    h = torch.tensor([[0.0, 0.0], [2.0, 4.0], [1.0, 1.0], [1.0, 1.0]])
+    out = minibatch_stddev(h, 2)
+    # group 0: std per feature (1, 2) → 1.5; group 1: identical rows → ~0 (sqrt of 1e−8)
+    assert_close(out[:, :2], h)
+    assert_close(out[:, 2], torch.tensor([1.5, 1.5, 1e-4, 1e-4]), atol=1e-6, rtol=0)
+    assert_close(minibatch_stddev(h, 3)[:, 2], minibatch_stddev(h, 4)[:, 2])  # 3 ∤ 4: one group
+
+
+@pytest.mark.parametrize(("arch", "shape"), [("mlp", (2,)), ("mlp", (1, 28, 28)),
+                                             ("dcgan", (3, 28, 28))], ids=str)  # fmt: skip
+def test_packed_discriminator_judges_one_logit_per_pack(arch, shape):
+    G, D = make(shape, 0, arch=arch, pack=2, minibatch_std=2, batch_size=8)
+    x = G(torch.randn(8, G.latent_dim))
+    logits, _ = D(x)
+    assert logits.shape == (4,)
+    # a pack's logit depends on its own samples (and, through the group std, its group's)
+    moved = x.clone()
+    moved[7] += 1.0
+    changed = D(moved)[0] != logits
+    assert changed.tolist() == [False, False, True, True]  # packs 2, 3 are one std group

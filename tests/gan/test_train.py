@@ -7,7 +7,7 @@ from torch.testing import assert_close
 
 from gan.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from gan.config import PRESETS, resolve
-from gan.data import Dataset, load_dataset
+from gan.data import Dataset, grid25, load_dataset
 from gan.models import build_models
 from gan.sample import generate, load_generator
 from gan.state import TrainState
@@ -71,13 +71,17 @@ EXACT_CASES: dict[str, tuple[str, dict]] = {
     ),
     "minimax-r1-lazy": ("classic", {"loss": "minimax", "r1_gamma": 10.0, "reg_every": 2}),
     "bf16": ("stable", {"precision": "bf16"}),
+    "rpgan-r1-r2": ("stable", {"loss": "rpgan", "r1_gamma": 0.5, "r2_gamma": 0.5}),
+    "pack": ("dcgan", {"pack": 2}),
+    "minibatch-std": ("classic", {"minibatch_std": 4}),
+    "stable-points": ("stable", {"dataset": "grid25"}),  # the point defaults of stable
 }
 
 
 @pytest.mark.parametrize("case", list(EXACT_CASES))
 def test_same_seed_same_weights_and_resume_is_exact(tmp_path, mnist, case):
     preset, overrides = EXACT_CASES[case]
-    data = small(mnist)
+    data = small(grid25() if overrides.get("dataset") == "grid25" else mnist)
     cfg = resolve(preset, **{**TINY, **overrides, "max_steps": 6, "seed": 1})
     straight = train(cfg, data, tmp_path / "a")
     again = train(cfg, data, tmp_path / "b")
@@ -251,6 +255,16 @@ def test_every_preset_trains_a_step(tmp_path, mnist):
         assert result.step == 1
 
 
+def test_every_preset_trains_points_with_nothing_else_set(tmp_path, mnist_dir):
+    """The architecture and the other point defaults follow the data (gan.config.data_kind)."""
+    for dataset in ("grid25", "ring8"):
+        data = load_dataset(dataset, mnist_dir)
+        for name in PRESETS:
+            cfg = resolve(name, dataset=dataset, max_steps=3)
+            assert cfg.arch == "mlp"
+            assert train(cfg, data, tmp_path / dataset / name).step == 3
+
+
 def test_short_training_run_produces_digit_like_samples(tmp_path, mnist):
     real = mnist.data.squeeze(1).numpy().astype(float)
     cfg = resolve("classic", max_steps=1000, log_every=100, checkpoint_every=1000, seed=0)
@@ -355,3 +369,42 @@ def test_a_discriminator_that_wins_outright_is_flagged(tmp_path, mnist):
     flagged = [(w.code, w.step) for w in reports[-1].warnings]
     assert len(flagged) == 1 and flagged[0][0] == "vanishing_gradients"
     assert reports[-1].d_loss < 0.01
+
+
+COLLAPSING = {"beta1_g": 0.9, "beta1_d": 0.9}  # classic with torch's default β1: it collapses
+
+
+def collapse_run(tmp_path, preset, data, evaluator, steps, **overrides):
+    """The last progress report of ``steps`` steps of ``preset`` on ``data``, evaluated twice."""
+    reports: list[Progress] = []
+    cfg = resolve(preset, dataset=data.name, max_steps=steps, eval_every=steps // 2,
+                  log_every=steps // 2, eval_samples=500, **overrides)  # fmt: skip
+    train(cfg, data, tmp_path / preset, evaluator=evaluator, progress=reports.append)
+    return reports[-1]
+
+
+def test_collapse_on_grid25_is_flagged_and_stable_is_not(tmp_path, mnist_dir):
+    from gan.evaluate import Evaluator
+    from gan.monitor import COLLAPSE_DIVERSITY
+
+    data = load_dataset("grid25", mnist_dir)
+    evaluator = Evaluator(data, samples=500)
+    collapsed = collapse_run(tmp_path, "classic", data, evaluator, 300, **COLLAPSING)
+    assert "mode_collapse" in [w.code for w in collapsed.warnings]
+    assert collapsed.metrics["mode_spread"] < COLLAPSE_DIVERSITY
+    healthy = collapse_run(tmp_path, "stable", data, evaluator, 300)
+    assert healthy.metrics["mode_spread"] >= COLLAPSE_DIVERSITY  # spread over the grid already
+
+
+def test_collapse_on_stacked_mnist_is_flagged(tmp_path, mnist, mnist_dir):
+    from gan.data import stacked_mnist
+    from gan.evaluate import Evaluator
+    from gan.monitor import COLLAPSE_DIVERSITY
+    from tests.gan.test_judge import small_judge
+
+    data = stacked_mnist(mnist.data, mnist.labels, n=2000)
+    evaluator = Evaluator(data, small_judge(mnist_dir)[0], samples=500)  # cached per session
+    collapsed = collapse_run(tmp_path, "classic", data, evaluator, 100, **COLLAPSING)
+    assert [w.code for w in collapsed.warnings] == ["mode_collapse"]
+    assert collapsed.metrics["mode_spread"] < COLLAPSE_DIVERSITY
+    # the data itself is far from the flag: tests/gan/test_evaluate.py (mode_spread > 0.7)

@@ -42,7 +42,7 @@ def test_progress_records_evaluations_best_and_warnings(database_url):
         assert job.best_metrics == {"fid": 30.0, "diversity": 0.9, "step": 20}
         assert job.warnings == [warning]
     losses = {"images_per_sec": 1e3, "g_loss": 0.5, "d_real": 1.0, "d_fake": -1.0,
-              "d_grad_norm": 2.0, "g_grad_norm": 3.0}  # fmt: skip
+              "d_grad_norm": 2.0, "g_grad_norm": 3.0, "bf16": 0.0}  # fmt: skip
     # One point per report; the evaluation only in the report that brought it.
     assert read_series(database_url, job_id) == (4, [
         (10, {"d_loss": 0.1, **losses}),
@@ -56,7 +56,7 @@ def test_an_evaluation_between_reports_gets_its_own_point(database_url):
     job_id = new_job(database_url)
     report(database_url, job_id, 10)
     report(database_url, job_id, 20, metrics={"mode_kl": 0.5}, metrics_step=15)
-    progress = ["d_fake", "d_grad_norm", "d_loss", "d_real", "g_grad_norm", "g_loss",
+    progress = ["bf16", "d_fake", "d_grad_norm", "d_loss", "d_real", "g_grad_norm", "g_loss",
                 "images_per_sec"]  # fmt: skip
     assert [(step, sorted(data)) for step, data in read_series(database_url, job_id)[1]] == [
         (10, progress),
@@ -111,3 +111,13 @@ def test_series_are_per_job_filtered_and_downsampled_evenly(database_url):
     assert steps(since_step=7, max_points=2) == [8, 10]
     assert read_series(database_url, job_id, since_step=10) == (0, [])
     assert read_series(database_url, "missing") == (0, [])
+
+
+def test_the_resolved_precision_is_a_series(database_url):
+    job_id = new_job(database_url)
+    report(database_url, job_id, 10, precision="bf16")
+    report(database_url, job_id, 20)  # fp32, the default of a report
+    assert [(step, data["bf16"]) for step, data in read_series(database_url, job_id)[1]] == [
+        (10, 1.0),
+        (20, 0.0),
+    ]

@@ -1,0 +1,174 @@
+"""Mode collapse under the published protocols: ours beside the published tables.
+
+    python -m bench.modes --data ../shared/data/mnist --cache CACHE --bench grid25 ring8 \
+        --seeds 5 [--preset stable] [--set pack=2 ...] [--steps N] [--json OUT.json]
+
+Each (benchmark, seed) trains the preset from scratch with nothing set but the dataset and the
+seed (plus ``--set``/``--steps`` when asked, for ablations), its own evaluations off, and then
+scores the final sampling generator (the EMA where the run keeps one):
+
+- grid25, ring8: PacGAN's protocol (Lin et al. 2018, Table 1): 2,500 samples; high quality when
+  within 3σ of the nearest mode; a mode is covered when at least one high-quality sample falls to
+  it; reverse KL of the high-quality samples' mode histogram to uniform
+  (``gan.metrics.published_mixture_metrics``). Their ring has radius 1 and σ 0.01; ours is the
+  same scaled by 2 (radius 2, σ 0.02), which the criterion (3σ) scales with.
+- stacked-mnist: VEEGAN's and PacGAN's protocol: 26,000 samples, each channel classified by the
+  MNIST judge; modes (of 1000) hit, KL of the mode histogram to uniform. Ours is built from the
+  MNIST 10k split (``gan.data.stacked_mnist``), theirs from the 60k training split.
+
+Prints mean ± standard error over the seeds, each seed's figures, whether every seed meets the
+targets of issue 18, and the wall time of training (the machine may be shared: compare ratios).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gan.cli import parse_overrides
+from gan.config import resolve
+from gan.data import GRID25_CENTRES, GRID25_SIGMA, RING8_CENTRES, RING8_SIGMA, load_dataset
+from gan.judge import judge_for
+from gan.metrics import published_mixture_metrics, stacked_mnist_metrics
+from gan.sample import generate, load_generator
+from gan.train import pick_device, train
+
+SAMPLES = {"grid25": 2500, "ring8": 2500, "stacked-mnist": 26_000}
+MIXTURES = {"grid25": (GRID25_CENTRES, GRID25_SIGMA), "ring8": (RING8_CENTRES, RING8_SIGMA)}
+# (method, modes, high quality %, reverse KL) from PacGAN Table 1 (grid, ring) and Table 3
+# (Stacked MNIST: modes, KL; VEEGAN's DCGAN row, PacDCGAN2, and EnGAN's figure).
+PUBLISHED: dict[str, list[tuple[str, float, float | None, float]]] = {
+    "grid25": [("GAN", 17.3, 94.8, 0.70), ("PacGAN4", 24.8, 93.6, 0.04)],
+    "ring8": [("GAN", 6.3, 98.2, 0.45), ("PacGAN2", 7.9, 95.6, 0.07)],
+    "stacked-mnist": [
+        ("DCGAN", 99, None, 3.40),
+        ("PacDCGAN2", 1000, None, 0.06),
+        ("EnGAN", 1000, None, 0.031),
+    ],
+}
+# Issue 18's targets, met on every seed: (modes ≥, high quality % ≥, KL ≤).
+TARGETS: dict[str, tuple[float, float | None, float]] = {
+    "grid25": (25, 94.0, 0.04),
+    "ring8": (8, 98.0, 0.05),
+    "stacked-mnist": (1000, None, 0.03),
+}
+
+
+def score(bench: str, checkpoint: Path, seed: int, data: Path, cache: Path) -> dict[str, float]:
+    """The published protocol's figures of the checkpoint's sampling generator."""
+    G, _, _ = load_generator(checkpoint)
+    with torch.inference_mode():
+        if bench in MIXTURES:
+            points = torch.from_numpy(generate(G, SAMPLES[bench], seed=10_000 + seed))
+            m = published_mixture_metrics(points, *MIXTURES[bench])
+            return {"modes": m["modes"], "hq": 100 * m["high_quality"], "kl": m["reverse_kl"]}
+        images = torch.cat([
+            torch.from_numpy(generate(G, 1000, seed=10_000 + 1000 * seed + i))
+            for i in range(SAMPLES[bench] // 1000)
+        ])  # fmt: skip
+    m = stacked_mnist_metrics(images, judge_for("stacked-mnist", data, cache))
+    return {"modes": m["modes"], "kl": m["kl"]}
+
+
+def run_one(bench: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    overrides = {**args.overrides, "dataset": bench, "seed": seed, "eval_every": 0}
+    if args.steps:
+        overrides["max_steps"] = args.steps
+    cfg = resolve(args.preset, **overrides)
+    cfg = resolve(args.preset, **overrides, log_every=cfg.max_steps, checkpoint_every=cfg.max_steps)
+    dataset = load_dataset(bench, args.data, download=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        result = train(cfg, dataset, Path(tmp))
+        wall = time.perf_counter() - start
+        figures = score(bench, result.checkpoint, seed, args.data, args.cache)
+    return {"bench": bench, "seed": seed, "steps": cfg.max_steps, "wall_s": wall, **figures}
+
+
+def mean_se(values: list[float]) -> str:
+    if any(not math.isfinite(v) for v in values):
+        return "inf"
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return f"{mean:.3g} ± {se:.2g}"
+
+
+def report(bench: str, rows: list[dict[str, Any]], label: str) -> str:
+    """The markdown table of ``bench``: ours (mean ± se, then each seed) beside the papers'."""
+    hq = bench in MIXTURES
+    head = "| method | modes | high quality % | KL | wall s |"
+    if not hq:
+        head = "| method | modes | KL | wall s |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def line(name: str, modes: str, quality: str, kl: str, wall: str) -> str:
+        return (
+            f"| {name} | {modes} | {quality} | {kl} | {wall} |"
+            if hq
+            else (f"| {name} | {modes} | {kl} | {wall} |")
+        )
+
+    col = {k: [r[k] for r in rows] for k in ("modes", "kl", "wall_s", *(("hq",) if hq else ()))}
+    name = f"**ours: {label}** ({len(rows)} seeds, {rows[0]['steps']} steps)"
+    quality = mean_se(col["hq"]) if hq else ""
+    wall = f"{statistics.fmean(col['wall_s']):.0f}"
+    lines.append(line(name, mean_se(col["modes"]), quality, mean_se(col["kl"]), wall))
+    for r in rows:
+        hq_r = f"{r['hq']:.1f}" if hq else ""
+        lines.append(line(f"seed {r['seed']}", f"{r['modes']:g}", hq_r, f"{r['kl']:.3f}",
+                          f"{r['wall_s']:.0f}"))  # fmt: skip
+    for paper, modes, published_hq, kl in PUBLISHED[bench]:
+        hq_p = f"{published_hq:g}" if published_hq is not None else ""
+        lines.append(line(f"{paper} (published)", f"{modes:g}", hq_p, f"{kl:g}", ""))
+    lines.append(f"\nevery seed meets the target {TARGETS[bench]}: {meets(bench, rows)}")
+    return "\n".join(lines)
+
+
+def meets(bench: str, rows: list[dict[str, Any]]) -> bool:
+    modes, quality, kl = TARGETS[bench]
+    return all(
+        r["modes"] >= modes and r["kl"] <= kl and (quality is None or r["hq"] >= quality)
+        for r in rows
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="the MNIST IDX files")
+    parser.add_argument("--cache", type=Path, required=True, help="where the judge is cached")
+    parser.add_argument("--bench", nargs="+", default=["grid25", "ring8"], choices=list(SAMPLES))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--preset", default="stable")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--steps", type=int, default=0, help="max_steps (default: the preset's)")
+    parser.add_argument("--json", type=Path, help="write every row here")
+    args = parser.parse_args()
+    args.overrides = parse_overrides(args.set)
+    device = pick_device("auto")
+    where = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor()
+    print(f"# device: {device} ({where or platform.machine()}), torch {torch.__version__}")
+    label = " ".join([args.preset, *args.set]) + (f" steps={args.steps}" if args.steps else "")
+    everything = []
+    for bench in args.bench:
+        rows = []
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            rows.append(run_one(bench, seed, args))
+            print(json.dumps(rows[-1]), flush=True)
+        everything += rows
+        print(f"\n## {bench}\n\n{report(bench, rows, label)}\n", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"label": label, "rows": everything}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
