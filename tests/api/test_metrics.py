@@ -66,7 +66,8 @@ def test_metrics_are_the_time_series(client, settings):
     evaluation = {100: {"fid": 40.0, "diversity": 1.0}, 200: {"fid": 25.0, "diversity": 1.0},
                   300: {"fid": 31.0, "diversity": 1.0}}  # fmt: skip
     assert body["points"] == [
-        {"step": step, "d_loss": step / 1000, **LOSSES, **evaluation.get(step, {})}
+        # bf16: what precision "auto" resolved to (progress() reports fp32: 0)
+        {"step": step, "d_loss": step / 1000, **LOSSES, "bf16": 0.0, **evaluation.get(step, {})}
         for step in range(50, 301, 50)
     ]
 
