@@ -87,9 +87,16 @@ def test_a_job_runs_webhook_gets_every_event_signed_despite_failures(
         receiver.release.set()
         service.start("worker")
         wait_for(lambda: succeeded(receiver), 180, "the succeeded state delivered", every=0.5)
+        # Deliveries go by due time: one retried after a failure may still be on its way.
+        wait_for(lambda: all_delivered(service, job_id), 60, "every delivery made", every=0.5)
         check_deliveries(service, job_id, receiver)
     finally:
         service.stop()
+
+
+def all_delivered(service: Service, job_id: str) -> bool:
+    record = httpx.get(f"{service.url}/jobs/{job_id}/webhooks", timeout=10).json()
+    return all(d["state"] == "delivered" for d in record["deliveries"])
 
 
 def succeeded(receiver: Receiver) -> bool:
