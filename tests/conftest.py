@@ -13,6 +13,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -244,9 +245,9 @@ def redis_postgres(tmp_path: Path, mnist_dir: Path, postgres_url: str) -> Iterat
     redis.Redis.from_url(broker).flushdb()
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    """The real app in-process on the test's settings (SQLite, filesystem broker, tmp dirs)."""
+@contextmanager
+def app_client(settings: Settings) -> Iterator[TestClient]:
+    """The real app in-process on ``settings``."""
     from api.main import app
     from worker.settings import get_settings
 
@@ -256,3 +257,10 @@ def client(settings: Settings) -> Iterator[TestClient]:
             yield client
     finally:
         app.dependency_overrides.clear()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The real app in-process on the test's settings (SQLite, filesystem broker, tmp dirs)."""
+    with app_client(settings) as client:
+        yield client

@@ -107,12 +107,17 @@ def resolve_config(spec: Any, settings: Settings, owner: str) -> TrainConfig:
     return config
 
 
+def hash_request(asked: dict[str, Any]) -> str:
+    """A hash of what a request asked for, to tell a retry with its Idempotency-Key from a
+    different request (jobs and sweeps)."""
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+
+
 def _request_hash(spec: Any) -> str:
-    """A hash of what the request asked for, to tell a retry from a different request."""
     asked = {"preset": spec.preset, **spec.overrides()}
     if spec.webhook is not None:
         asked["webhook"] = spec.webhook.model_dump(mode="json")
-    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+    return hash_request(asked)
 
 
 def _replay(job: Job, request_hash: str, request: Request, response: Response) -> JobOut:

@@ -6,8 +6,6 @@ the key's ``jobs_per_minute``, and is cancelled or deleted as a whole here."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -31,6 +29,7 @@ from api.errors import field_error
 from api.routes.jobs import (
     IdempotencyKey,
     delete_with_files,
+    hash_request,
     job_out,
     queue_or_fail,
     resolve_config,
@@ -93,9 +92,7 @@ def _members(session: Session, sweep: Sweep) -> list[Job]:
 
 
 def _request_hash(body: SweepIn) -> str:
-    """A hash of what the request asked for, to tell a retry from a different request."""
-    asked = body.model_dump(mode="json", exclude_none=True)
-    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+    return hash_request(body.model_dump(mode="json", exclude_none=True))
 
 
 def _replay(

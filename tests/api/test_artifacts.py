@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from tests.conftest import app_client
 from worker.artifacts import checkpoints_key
 from worker.settings import Settings
 from worker.store import jobs
@@ -33,15 +34,8 @@ def worker_host(s3_settings: Settings) -> Settings:
 
 @pytest.fixture
 def s3_client(api_host: Settings) -> Iterator[TestClient]:
-    from api.main import app
-    from worker.settings import get_settings
-
-    app.dependency_overrides[get_settings] = lambda: api_host
-    try:
-        with TestClient(app) as client:
-            yield client
-    finally:
-        app.dependency_overrides.clear()
+    with app_client(api_host) as client:
+        yield client
 
 
 def trained(client: TestClient, worker_host: Settings, **spec: object) -> str:
