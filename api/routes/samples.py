@@ -244,8 +244,9 @@ def respond(
 ) -> Response:
     """The response ``render`` makes from the generator of the named checkpoint, with its ETag,
     or a 304 when ``if_none_match`` has that ETag (without loading or generating anything).
-    Rendering holds one of the sampling slots (``samplings_per_key`` for ``client``,
-    ``max_samplings`` in all): past them, a 429 or 503; a cached rendering needs none."""
+    Rendering holds one of the sampling slots (``samplings_per_key`` for ``client``): past
+    them, a 429; a cached rendering needs none. (The bound in all, ``max_samplings``, is the
+    route's ``sampling_room``.)"""
     from api import sampling
 
     def attempt() -> Response:
