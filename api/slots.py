@@ -110,10 +110,10 @@ def stream_slots(settings: Settings) -> Slots:
 def sampling_admissions(settings: Settings) -> Slots:
     """Sample and interpolation requests being answered at once (their key and job looked up,
     then generated or served from the cache): ``max_samplings``, admitted on the event loop
-    before they take a thread. A burst past it is refused there (about a millisecond of the
-    event loop each), instead of queueing its lookups in the thread pool that serves every
-    other sync route (RELIABILITY.md, "Hostile clients": 200 sample requests at once made
-    ``GET /jobs/{id}`` wait up to seconds for a thread)."""
+    before they take a thread. A burst past it is refused there (under a millisecond of the
+    app's work each, measured in-process), instead of queueing its lookups in the thread pool
+    that serves every other sync route (RELIABILITY.md, "Hostile clients": 200 sample requests
+    at once made ``GET /jobs/{id}`` wait up to seconds for a thread)."""
     return slots_for(
         "sample requests in progress", settings.max_samplings, settings.max_samplings,
         SAMPLING_RETRY_AFTER_S,

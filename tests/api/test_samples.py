@@ -367,6 +367,7 @@ def test_a_burst_past_the_sampling_bound_is_refused_before_it_takes_a_thread(
 
     from sqlalchemy import create_engine, text
 
+    from api.slots import sampling_admissions
     from tests.conftest import app_client
     from worker.store.db import session_scope
     from worker.store.keys import create_api_key
@@ -396,4 +397,5 @@ def test_a_burst_past_the_sampling_bound_is_refused_before_it_takes_a_thread(
         lock.rollback()  # the admitted two are looked up: another key's job is not there
         admitted = [f.result(timeout=120) for f in burst if f not in answered]
     assert [r.status_code for r in admitted] == [404, 404]
+    assert sampling_admissions(bounded).in_use == 0  # every place given back
     engine.dispose()
