@@ -9,7 +9,7 @@ GET /jobs/{id} one after the other and samples the API's memory (harness/hostile
     python -m bench.hostile --data DIR --streams 60 --samplings 40 --idle 500   # a quick one
 
 The sampling burst is sent ``--bursts`` times (5), 2 s apart, with the streams open, so that
-the probe sees about 140 requests of each kind meanwhile (one burst lasts about 2.5 s on a
+the probe sees about 200 requests of each kind meanwhile (one burst lasts about 2.5 s on a
 quiet machine, and the probe sends one of each every 0.1 s).
 
 Prints one JSON object (and writes it to ``--json``).
