@@ -24,6 +24,16 @@ log = logging.getLogger(__name__)
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
+def settings_now(request: Request) -> Settings:
+    """The settings ``SettingsDep`` gives (``get_settings``, or what a test put in its place),
+    for a dependency on the event loop: ``SettingsDep``, a sync dependency, would first take a
+    thread of the pool that runs every sync route, which is what a check on the event loop is
+    there to spare (``api.routes.samples.sampling_room``)."""
+    provider = request.app.dependency_overrides.get(get_settings, get_settings)
+    settings: Settings = provider()
+    return settings
+
+
 _closers: list[anyio.CapacityLimiter] = []  # made on first use: it needs the event loop
 
 

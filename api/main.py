@@ -13,6 +13,7 @@ from api.errors import (
     store_error_handler,
     validation_error_handler,
 )
+from api.heap import freeze_long_lived
 from api.logcontext import JobLogContext
 from api.metricsdir import mark_dead_at_exit
 from api.middleware import BodySizeLimit, CurlJSONBodies
@@ -79,3 +80,4 @@ def create_app() -> FastAPI:
 
 
 app = create_app()
+freeze_long_lived()  # the modules and the app, out of the garbage collector's way

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, Literal, TypeVar
 import numpy as np
 import torch
 
+from api.heap import freeze_long_lived
 from api.slots import sampling_slots
 from gan.checkpoint import BEST_NAME, CheckpointError, load_checkpoint, step_of
 from gan.models import Generator
@@ -59,6 +60,7 @@ _rendered_size = 0
 # Requests are served concurrently by the thread pool; one torch thread each keeps the cores
 # busy without oversubscribing them (the worker, a process of its own, is not affected).
 torch.set_num_threads(1)
+freeze_long_lived()  # torch's modules too, now that they are loaded
 
 
 def _load_libc() -> Any:

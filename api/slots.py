@@ -25,6 +25,7 @@ from worker.settings import Settings
 
 SAMPLING_RETRY_AFTER_S = 1.0  # generating takes a fraction of a second to a few seconds
 STREAM_RETRY_AFTER_S = 5.0  # a stream lasts as long as its job: no use asking again at once
+ANY_KEY = ""  # what ``Slots.admit`` counts for (a client key is "key:…" or "address:…")
 
 
 class Slots:
@@ -41,30 +42,34 @@ class Slots:
         with self._lock:
             return self._held.total()
 
-    def refuse_if_full(self) -> None:
-        """A 503 when all ``total`` are held: a check that needs no key, so that a request
-        past the bound can be refused before it costs anything (the key's lookup)."""
-        with self._lock:
-            if self._held.total() >= self.total:
-                raise self._full()
-
     def _full(self) -> HTTPException:
         return unavailable(
             f"the service has {self.total} {self.what} at once, its most", self.retry_after
         )
 
+    def admit(self) -> Callable[[], None]:
+        """Hold one of the ``total`` for a request whose key is not known yet, or raise a 503
+        (all are held): a check that needs no key, so that a request past the bound is refused
+        before it costs anything (a thread, the key's lookup). Returns the function that gives
+        it back, as ``take``."""
+        return self._hold(None)
+
     def take(self, key: str) -> Callable[[], None]:
         """Hold a slot for ``key``, or raise a 429 (this key holds ``per_key``) or a 503 (all
         ``total`` are held). Returns the function that gives it back; calling it again does
         nothing, so a stream may give it back both when it ends and when it is collected."""
+        return self._hold(key)
+
+    def _hold(self, key: str | None) -> Callable[[], None]:
+        counted = ANY_KEY if key is None else key
         with self._lock:
-            if self._held[key] >= self.per_key:
+            if key is not None and self._held[key] >= self.per_key:
                 raise too_many_requests(
                     f"at most {self.per_key} {self.what} at once per API key", self.retry_after
                 )
             if self._held.total() >= self.total:
                 raise self._full()
-            self._held[key] += 1
+            self._held[counted] += 1
         given_back = threading.Event()
 
         def give_back() -> None:
@@ -72,9 +77,9 @@ class Slots:
                 if given_back.is_set():
                     return
                 given_back.set()
-                self._held[key] -= 1
-                if self._held[key] <= 0:
-                    del self._held[key]
+                self._held[counted] -= 1
+                if self._held[counted] <= 0:
+                    del self._held[counted]
 
         return give_back
 
@@ -87,7 +92,8 @@ def slots_for(what: str, per_key: int, total: int, retry_after: float) -> Slots:
 
 
 def sampling_slots(settings: Settings) -> Slots:
-    """Sample and interpolation requests generating at once."""
+    """Sample and interpolation requests generating at once: ``samplings_per_key`` per key.
+    (Their total is bounded already by ``sampling_admissions``, which each of them holds.)"""
     return slots_for(
         "sample requests", settings.samplings_per_key, settings.max_samplings,
         SAMPLING_RETRY_AFTER_S,
@@ -99,3 +105,16 @@ def stream_slots(settings: Settings) -> Slots:
     return slots_for(
         "event streams", settings.streams_per_key, settings.max_streams, STREAM_RETRY_AFTER_S
     )
+
+
+def sampling_admissions(settings: Settings) -> Slots:
+    """Sample and interpolation requests being answered at once (their key and job looked up,
+    then generated or served from the cache): ``max_samplings``, admitted on the event loop
+    before they take a thread. A burst past it is refused there (under a millisecond of the
+    app's work each, measured in-process), instead of queueing its lookups in the thread pool
+    that serves every other sync route (RELIABILITY.md, "Hostile clients": 200 sample requests
+    at once made ``GET /jobs/{id}`` wait up to seconds for a thread)."""
+    return slots_for(
+        "sample requests in progress", settings.max_samplings, settings.max_samplings,
+        SAMPLING_RETRY_AFTER_S,
+    )  # fmt: skip

@@ -8,6 +8,10 @@ GET /jobs/{id} one after the other and samples the API's memory (harness/hostile
                                                               # 5000 idle sockets
     python -m bench.hostile --data DIR --streams 60 --samplings 40 --idle 500   # a quick one
 
+The sampling burst is sent ``--bursts`` times (5), 2 s apart, with the streams open, so that
+the probe sees about 200 requests of each kind meanwhile (one burst lasts about 2.5 s on a
+quiet machine, and the probe sends one of each every 0.1 s).
+
 Prints one JSON object (and writes it to ``--json``).
 """
 
@@ -18,6 +22,7 @@ import json
 import resource
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +90,20 @@ def streams_and_sampling(service: Service, jobs: dict[str, str], args: Any) -> d
         out["with_streams"] = probed(service, jobs, 10)
         probe = Probe(service.url, ["/livez", f"/jobs/{jobs[KEYS[0]]}"], KEYS[0], pid)
         probe.start()
-        started = time.monotonic()
+        statuses: Counter[str] = Counter()
+        seconds = []
+        for burst in range(args.bursts):
+            if burst:
+                time.sleep(2)
+            started = time.monotonic()
+            statuses.update(sample_burst(service.url, jobs, args.samplings, args.n))
+            seconds.append(round(time.monotonic() - started, 1))
         out["sampling"] = {
             "asked": args.samplings,
             "n": args.n,
-            "statuses": sample_burst(service.url, jobs, args.samplings, args.n),
-            "seconds": round(time.monotonic() - started, 1),
+            "bursts": args.bursts,
+            "statuses": dict(statuses),
+            "seconds": seconds,
         }
         time.sleep(2)
         out["with_streams_and_sampling"] = probe.stop()
@@ -145,6 +158,11 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=300)
     parser.add_argument("--samplings", type=int, default=200, help="sample requests at once")
     parser.add_argument("--n", type=int, default=1024, help="samples per request")
+    parser.add_argument(
+        "--bursts", type=int, default=5,
+        help="sampling bursts, 2 s apart (the probe's figures are over all of them: one burst "
+        "of 2.5 s gives under 30 probes, too few for a p99)",
+    )  # fmt: skip
     parser.add_argument("--idle", type=int, default=5000, help="idle sockets")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the service's folder and logs")

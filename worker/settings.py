@@ -98,8 +98,9 @@ class Settings(BaseSettings):
     streams_per_key: int = Field(100, ge=1)
     max_streams: int = Field(1000, ge=1)
     # Sample and interpolation requests generating at once per API key (per client address when
-    # open) and in all, per API process; past that, 429 or 503 with Retry-After. Generating is
-    # CPU work: more at once than the cores only adds memory and latency.
+    # open), and answered at once in all (from their arrival: key and job lookups, generating
+    # or the cache), per API process; past that, 429 or 503 with Retry-After. Generating is CPU
+    # work: more at once than the cores only adds memory and latency.
     samplings_per_key: int = Field(2, ge=1)
     max_samplings: int = Field(4, ge=1)
     # API processes `gan serve` runs, sharing its port (sampling is CPU work: one per core

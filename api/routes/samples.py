@@ -4,16 +4,24 @@ checkpoints, with ETags (the same checkpoint file and parameters give the same b
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from api.deps import AUTH_RESPONSES, STORE_DOWN, STORE_RESPONSES, ClientKeyDep, JobDep, SettingsDep
+from api.deps import (
+    AUTH_RESPONSES,
+    STORE_DOWN,
+    STORE_RESPONSES,
+    ClientKeyDep,
+    JobDep,
+    SettingsDep,
+    settings_now,
+)
 from api.errors import field_error
-from api.slots import sampling_slots
+from api.slots import sampling_admissions
 from worker.artifacts import SETTING as ARTIFACTS_SETTING
 from worker.settings import Settings
 from worker.store.models import Job
@@ -204,15 +212,22 @@ def check_label(job: Job, num_classes: int, label: int | str | None) -> None:
         )
 
 
-async def sampling_room(settings: SettingsDep) -> None:
-    """A 503 at once when the process generates its most samples already: first of the
-    routes' dependencies, and on the event loop, so that a burst of requests past the bound is
-    refused before it takes a thread or a job store connection (its key's and job's lookups)
-    from the requests that are served meanwhile."""
-    sampling_slots(settings).refuse_if_full()
+async def sampling_room(request: Request) -> AsyncIterator[None]:
+    """One of the process's ``max_samplings`` places for a sample request, held until the
+    route returns; a 503 at once when all are held. First of the routes' dependencies, and on
+    the event loop, so that a burst of requests past the bound is refused before it takes a
+    thread or a job store connection (its key's and job's lookups) from the requests that are
+    served meanwhile: checking only how many generate, as before, let a whole burst's
+    lookups through, since none of it generated yet when it arrived."""
+    give_back = sampling_admissions(settings_now(request)).admit()
+    try:
+        yield
+    finally:
+        give_back()
 
 
-RoomDep = Annotated[None, Depends(sampling_room)]
+# scope="function": given back when the route returns, before its response is sent.
+RoomDep = Annotated[None, Depends(sampling_room, scope="function")]
 
 Render = Callable[["LoadedGenerator"], tuple[bytes, str, str]]  # → (body, media type, filename)
 
@@ -229,8 +244,9 @@ def respond(
 ) -> Response:
     """The response ``render`` makes from the generator of the named checkpoint, with its ETag,
     or a 304 when ``if_none_match`` has that ETag (without loading or generating anything).
-    Rendering holds one of the sampling slots (``samplings_per_key`` for ``client``,
-    ``max_samplings`` in all): past them, a 429 or 503; a cached rendering needs none."""
+    Rendering holds one of the sampling slots (``samplings_per_key`` for ``client``): past
+    them, a 429; a cached rendering needs none. (The bound in all, ``max_samplings``, is the
+    route's ``sampling_room``.)"""
     from api import sampling
 
     def attempt() -> Response:

@@ -354,3 +354,48 @@ def test_rendered_responses_are_made_once_per_etag_within_the_byte_budget(monkey
     assert made == [b"aaaa", b"bbbb", b"cccc", b"AAAA"]
     sampling.rendered('"big"', render(b"x" * 11))  # over the budget alone: not kept
     assert '"big"' not in sampling._rendered
+
+
+def test_a_burst_past_the_sampling_bound_is_refused_before_it_takes_a_thread(
+    settings, postgres_url
+):
+    """Sample requests past GAN_MAX_SAMPLINGS are refused on the event loop as they arrive,
+    even while none of the admitted ones generates yet (they wait in their key's lookup here),
+    and a sync route is served meanwhile. Checking only how many generate let the whole burst
+    into the key lookups, whose threads and database connections the other routes wait for."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from sqlalchemy import create_engine, text
+
+    from api.slots import sampling_admissions
+    from tests.conftest import app_client
+    from worker.store.db import session_scope
+    from worker.store.keys import create_api_key
+
+    bounded = settings.model_copy(
+        update={"database_url": postgres_url, "api_keys": ["probe"], "max_samplings": 2}
+    )
+    with session_scope(postgres_url) as session:
+        _, stored = create_api_key(session, "burst")  # looked up in the api_keys table
+    engine = create_engine(postgres_url)
+    # The lock is let go (closed) before the pool waits for its requests, also when one fails.
+    with app_client(bounded) as client, ThreadPoolExecutor(60) as pool, engine.connect() as lock:
+        lock.execute(text("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE"))  # lookups wait
+        headers = {"X-API-Key": stored}
+        burst = [pool.submit(client.get, "/jobs/any/samples", headers=headers) for _ in range(60)]
+        answered = []
+        for done in as_completed(burst, timeout=120):  # 2 admitted wait for the lock
+            answered.append(done)
+            if len(answered) == 58:
+                break
+        refused = [f.result() for f in answered]
+        assert {r.status_code for r in refused} == {503}
+        assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
+        assert "2 sample requests in progress at once" in refused[0].json()["detail"]
+        probe = client.get("/jobs/none", headers={"X-API-Key": "probe"})  # needs no api_keys
+        assert probe.status_code == 404
+        lock.rollback()  # the admitted two are looked up: another key's job is not there
+        admitted = [f.result(timeout=120) for f in burst if f not in answered]
+    assert [r.status_code for r in admitted] == [404, 404]
+    assert sampling_admissions(bounded).in_use == 0  # every place given back
+    engine.dispose()
