@@ -14,7 +14,13 @@ scores the final sampling generator (the EMA where the run keeps one):
   same scaled by 2 (radius 2, σ 0.02), which the criterion (3σ) scales with.
 - stacked-mnist: VEEGAN's and PacGAN's protocol: 26,000 samples, each channel classified by the
   MNIST judge; modes (of 1000) hit, KL of the mode histogram to uniform. Ours is built from the
-  MNIST 10k split (``gan.data.stacked_mnist``), theirs from the 60k training split.
+  MNIST 10k split (``gan.data.stacked_mnist``), theirs from the 60k training split. Printed with
+  the data's own score under the same protocol (``data_floor``: 26,000 fresh triples of the 10k
+  split, the same judge), the floor a perfect sampler lands on: its KL is not 0 (sampling alone
+  gives about (K − 1)/2N ≈ 0.019, plus MNIST's uneven digit counts and the judge's errors).
+- mnist: the judge's FID (``gan.evaluate``, 5,000 samples) at the same step budget, beside the
+  FID of as many held-out reals (``fid_baseline``); no published table. Run it once per preset
+  (``--preset classic``, ``--preset stable``) with the same ``--steps``.
 
 Prints mean ± standard error over the seeds, each seed's figures, whether every seed meets the
 targets of issue 18, and the wall time of training (the machine may be shared: compare ratios).
@@ -36,13 +42,28 @@ import torch
 
 from gan.cli import parse_overrides
 from gan.config import resolve
-from gan.data import GRID25_CENTRES, GRID25_SIGMA, RING8_CENTRES, RING8_SIGMA, load_dataset
+from gan.data import (
+    GRID25_CENTRES,
+    GRID25_SIGMA,
+    RING8_CENTRES,
+    RING8_SIGMA,
+    load_dataset,
+    load_idx,
+    stacked_mnist,
+)
+from gan.evaluate import make_evaluator
 from gan.judge import judge_for
-from gan.metrics import published_mixture_metrics, stacked_mnist_metrics
+from gan.metrics import (
+    class_histogram,
+    class_kl,
+    published_mixture_metrics,
+    stacked_mnist_metrics,
+    stacked_mnist_modes,
+)
 from gan.sample import generate, load_generator
 from gan.train import pick_device, train
 
-SAMPLES = {"grid25": 2500, "ring8": 2500, "stacked-mnist": 26_000}
+SAMPLES = {"grid25": 2500, "ring8": 2500, "stacked-mnist": 26_000, "mnist": 5000}
 MIXTURES = {"grid25": (GRID25_CENTRES, GRID25_SIGMA), "ring8": (RING8_CENTRES, RING8_SIGMA)}
 # (method, modes, high quality %, reverse KL) from PacGAN Table 1 (grid, ring) and Table 3
 # (Stacked MNIST: modes, KL; VEEGAN's DCGAN row, PacDCGAN2, and EnGAN's figure).
@@ -71,6 +92,13 @@ def score(bench: str, checkpoint: Path, seed: int, data: Path, cache: Path) -> d
             points = torch.from_numpy(generate(G, SAMPLES[bench], seed=10_000 + seed))
             m = published_mixture_metrics(points, *MIXTURES[bench])
             return {"modes": m["modes"], "hq": 100 * m["high_quality"], "kl": m["reverse_kl"]}
+        if bench == "mnist":
+            dataset = load_dataset(bench, data, download=False)
+            evaluator = make_evaluator(
+                dataset, data_dir=data, cache_dir=cache, samples=SAMPLES[bench], seed=seed
+            )
+            m = evaluator(G)
+            return {"fid": m["fid"], "fid_baseline": m["fid_baseline"]}
         images = torch.cat([
             torch.from_numpy(generate(G, 1000, seed=10_000 + 1000 * seed + i))
             for i in range(SAMPLES[bench] // 1000)
@@ -94,16 +122,64 @@ def run_one(bench: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     return {"bench": bench, "seed": seed, "steps": cfg.max_steps, "wall_s": wall, **figures}
 
 
+def data_floor(
+    seed: int, data: Path, cache: Path, n: int = SAMPLES["stacked-mnist"]
+) -> dict[str, Any]:
+    """Stacked MNIST's protocol applied to the data itself: ``n`` fresh triples of the MNIST 10k
+    split (drawn with ``seed``), each channel classified by the same judge. ``accuracy`` is the
+    share of triples whose mode the judge reads right; ``kl_true`` the KL of their true modes to
+    uniform (the floor without the judge's errors); ``kl_train`` that of ``training_draws``."""
+    images, labels = load_idx("mnist", data, download=False)
+    triples = stacked_mnist(images, labels, n=n, seed=1_000_000 + seed)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        mode = stacked_mnist_modes(triples.data, judge_for("stacked-mnist", data, cache))
+    wall = time.perf_counter() - start
+    drawn = training_draws(seed, data, n)
+    return {"seed": seed, "wall_s": wall, **floor_figures(mode, triples.labels, drawn)}
+
+
+def training_draws(seed: int, data: Path, n: int = SAMPLES["stacked-mnist"]) -> torch.Tensor:
+    """The true modes of ``n`` draws with replacement from the 50,000 triples the trainer sees
+    (``gan.data.stacked_mnist``): what a generator that reproduced its training set exactly
+    would show the protocol, the judge's errors aside. That set is itself a sample (about 50
+    per mode), so its draws sit further from uniform than fresh triples do."""
+    trainer = stacked_mnist(*load_idx("mnist", data, download=False))
+    g = torch.Generator().manual_seed(1_000_000 + seed)
+    return trainer.labels[torch.randint(len(trainer.labels), (n,), generator=g)]
+
+
+def floor_figures(
+    mode: torch.Tensor, true_mode: torch.Tensor, training: torch.Tensor
+) -> dict[str, float]:
+    """The protocol's figures of modes as the judge read them, beside the true modes' and those
+    of draws from the training set (``training``)."""
+    uniform = torch.full((1000,), 1e-3, dtype=torch.float64)
+    hist = class_histogram(mode, 1000)
+    return {
+        "modes": float((hist > 0).sum()),
+        "kl": class_kl(hist, uniform),
+        "accuracy": float((mode == true_mode).double().mean()),
+        "kl_true": class_kl(class_histogram(true_mode, 1000), uniform),
+        "kl_train": class_kl(class_histogram(training, 1000), uniform),
+    }
+
+
 def mean_se(values: list[float]) -> str:
     if any(not math.isfinite(v) for v in values):
         return "inf"
     mean = statistics.fmean(values)
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
-    return f"{mean:.3g} ± {se:.2g}"
+    return f"{mean:.4g} ± {se:.2g}"
 
 
-def report(bench: str, rows: list[dict[str, Any]], label: str) -> str:
-    """The markdown table of ``bench``: ours (mean ± se, then each seed) beside the papers'."""
+def report(
+    bench: str, rows: list[dict[str, Any]], label: str, floor: list[dict[str, Any]] | None = None
+) -> str:
+    """The markdown table of ``bench``: ours (mean ± se, then each seed) beside the papers', and
+    for Stacked MNIST the data's own score (``floor``, from ``data_floor``)."""
+    if bench == "mnist":
+        return fid_report(rows, label)
     hq = bench in MIXTURES
     head = "| method | modes | high quality % | KL | wall s |"
     if not hq:
@@ -126,10 +202,40 @@ def report(bench: str, rows: list[dict[str, Any]], label: str) -> str:
         hq_r = f"{r['hq']:.1f}" if hq else ""
         lines.append(line(f"seed {r['seed']}", f"{r['modes']:g}", hq_r, f"{r['kl']:.3f}",
                           f"{r['wall_s']:.0f}"))  # fmt: skip
+    if floor:
+        name = f"data: 26,000 triples of the 10k split ({len(floor)} draws)"
+        col = {k: [r[k] for r in floor] for k in ("modes", "kl")}
+        lines.append(line(name, mean_se(col["modes"]), "", mean_se(col["kl"]), ""))
+        lines.append(floor_note(floor))
     for paper, modes, published_hq, kl in PUBLISHED[bench]:
         hq_p = f"{published_hq:g}" if published_hq is not None else ""
         lines.append(line(f"{paper} (published)", f"{modes:g}", hq_p, f"{kl:g}", ""))
     lines.append(f"\nevery seed meets the target {TARGETS[bench]}: {meets(bench, rows)}")
+    return "\n".join(lines)
+
+
+def floor_note(floor: list[dict[str, Any]]) -> str:
+    """How well the judge reads the data's triples, the KL of their true modes, and that of as
+    many draws from the training set."""
+    accuracy = mean_se([100 * r["accuracy"] for r in floor])
+    kl_true = mean_se([r["kl_true"] for r in floor])
+    kl_train = mean_se([r["kl_train"] for r in floor])
+    return (
+        f"(the judge reads {accuracy}% of the data's triples right; true modes' KL {kl_true}; "
+        f"true modes' KL of as many draws from the 50,000 training triples {kl_train})"
+    )
+
+
+def fid_report(rows: list[dict[str, Any]], label: str) -> str:
+    """The markdown table of the MNIST runs: the judge's FID, mean ± se and each seed."""
+    lines = ["| run | judge's FID | FID of held-out reals | wall s |", "|---|---|---|---|"]
+    name = f"**{label}** ({len(rows)} seeds, {rows[0]['steps']} steps)"
+    fids, bases = [r["fid"] for r in rows], [r["fid_baseline"] for r in rows]
+    wall = statistics.fmean(r["wall_s"] for r in rows)
+    lines.append(f"| {name} | {mean_se(fids)} | {mean_se(bases)} | {wall:.0f} |")
+    for r in rows:
+        lines.append(f"| seed {r['seed']} | {r['fid']:.1f} | {r['fid_baseline']:.2f} | "
+                     f"{r['wall_s']:.0f} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -152,6 +258,9 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--steps", type=int, default=0, help="max_steps (default: the preset's)")
     parser.add_argument("--json", type=Path, help="write every row here")
+    parser.add_argument(
+        "--data-only", action="store_true", help="Stacked MNIST: score only the data, train nothing"
+    )
     args = parser.parse_args()
     args.overrides = parse_overrides(args.set)
     device = pick_device("auto")
@@ -160,12 +269,26 @@ def main() -> None:
     label = " ".join([args.preset, *args.set]) + (f" steps={args.steps}" if args.steps else "")
     everything = []
     for bench in args.bench:
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        floor = []
+        if bench == "stacked-mnist":
+            for seed in seeds:
+                floor.append(
+                    {"bench": "stacked-mnist data", **data_floor(seed, args.data, args.cache)}
+                )
+                print(json.dumps(floor[-1]), flush=True)
+            everything += floor
+        if args.data_only and floor:
+            modes, kl = mean_se([r["modes"] for r in floor]), mean_se([r["kl"] for r in floor])
+            print(f"\n## {bench}: the data\n\nmodes {modes}, KL {kl}\n{floor_note(floor)}\n")
+        if args.data_only:
+            continue
         rows = []
-        for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for seed in seeds:
             rows.append(run_one(bench, seed, args))
             print(json.dumps(rows[-1]), flush=True)
         everything += rows
-        print(f"\n## {bench}\n\n{report(bench, rows, label)}\n", flush=True)
+        print(f"\n## {bench}\n\n{report(bench, rows, label, floor)}\n", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"label": label, "rows": everything}, indent=1))
 

@@ -76,6 +76,16 @@ def test_collapse_is_flagged_by_diversity_or_by_lost_classes():
     assert "(0.26 within a class)" in conditional.warnings[0].message
 
 
+def test_collapse_is_flagged_by_the_spread_over_known_modes_alone():
+    # Stacked MNIST: varied-looking samples (diversity 0.9) that fall on a few of the 1000 modes.
+    stacked = Monitor(key="kl")
+    stacked.observe_evaluation(40, {"kl": 0.4, "modes": 900, "diversity": 0.9, "mode_spread": 0.9})
+    assert codes(stacked) == []
+    stacked.observe_evaluation(80, {"kl": 4.0, "modes": 900, "diversity": 0.9, "mode_spread": 0.1})
+    assert codes(stacked) == [("mode_collapse", 80)]
+    assert "spread over the modes 0.10" in stacked.warnings[0].message
+
+
 def test_rollbacks_halve_the_learning_rates_and_say_so(caplog):
     monitor = Monitor(key=None)
     monitor.rolled_back(57, 50, float("nan"), 3.0)
