@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import signal
 import uuid
 from collections.abc import Iterator
@@ -35,9 +36,20 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def cache_judge(judge: Path, folder: Path) -> None:
+    """Put ``judge`` in the judge cache of the processes started in ``folder`` (the default
+    artifacts folder, var/artifacts/judges/), as a worker that trained one before leaves it: the
+    evaluations of MNIST jobs score with it instead of training one (a minute of the CPU, which
+    tests/gan/test_judge.py covers)."""
+    judges = folder / "var" / "artifacts" / "judges"
+    judges.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(judge, judges / judge.name)
+
+
 @pytest.fixture
-def embedded(tmp_path: Path, mnist_dir: Path) -> Iterator[Service]:
+def embedded(tmp_path: Path, mnist_dir: Path, quick_mnist_judge: Path) -> Iterator[Service]:
     service = Service(tmp_path, {"GAN_DATA_DIR": str(mnist_dir)})  # the rest: defaults
+    cache_judge(quick_mnist_judge, tmp_path)
     yield service
     service.stop()
 
@@ -89,8 +101,11 @@ def test_embedded_default_end_to_end(embedded: Service, mnist) -> None:
     assert "worker stopped (exit code 0)" in embedded.logs()
 
 
-def test_redis_and_postgres_end_to_end(tmp_path: Path, mnist_dir: Path, postgres_url: str) -> None:
+def test_redis_and_postgres_end_to_end(
+    tmp_path: Path, mnist_dir: Path, postgres_url: str, quick_mnist_judge: Path
+) -> None:
     require_service("Redis", 6379)
+    cache_judge(quick_mnist_judge, tmp_path)
     queue = f"test-{uuid.uuid4().hex[:8]}"
     service = Service(
         tmp_path,

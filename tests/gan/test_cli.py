@@ -11,9 +11,10 @@ from gan.checkpoint import latest_checkpoint, load_checkpoint
 from gan.cli import main, parse_overrides
 
 
-def test_train_then_sample_a_grid(tmp_path, mnist_dir, capsys):
+def test_train_then_sample_a_grid(tmp_path, mnist_dir, quick_mnist_judge, capsys):
     out = tmp_path / "run"
-    main(["train", "--preset", "classic", "--steps", "4", "--out", str(out),
+    judges = ["--judges", str(quick_mnist_judge.parent)]  # the end's evaluation: not ~/.cache's
+    main(["train", "--preset", "classic", "--steps", "4", "--out", str(out), *judges,
           "--data-dir", str(mnist_dir), "--set", "log_every=2", "--set", "lr_d=1e-4"])  # fmt: skip
     checkpoint = latest_checkpoint(out)
     assert checkpoint is not None
