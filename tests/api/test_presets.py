@@ -36,7 +36,8 @@ def test_stable_is_accepted_for_points_with_nothing_else_set(client):
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["config"] == resolve("stable", dataset="grid25").to_dict()
-    assert job["config"]["arch"] == "mlp"
+    assert job["config"]["arch"] == "mlp" and job["config"]["latent_dim"] == 8
+    assert job["config"]["loss"] == "hinge"  # the image recipe's, on the point MLPs
     stable = client.get("/presets/stable").json()
     assert job["config"] == stable["by_data_kind"]["points"] | {"dataset": "grid25"}
     refused = client.post("/jobs", json={"preset": "stable", "dataset": "grid25", "arch": "dcgan"})
