@@ -15,14 +15,18 @@ completed step, as if the stop had come between two steps. A shorter step runs b
 no copy: it costs nothing) and the stop is noticed at its end, within ``SLOW_STEP_S``.
 
 The hooks are the global module hooks of torch (``register_module_forward_hook``), in force
-only inside ``interruptible``. Compiled networks (``cfg.compile``) would trace them, so their
-steps run bare whatever they take; evaluations run eager networks and are always interruptible.
+only inside ``interruptible`` and only for the modules that its thread runs. Compiled networks
+(``cfg.compile``) would trace them, so their steps run bare whatever they take (a compilation
+too); evaluations run eager networks and are always interruptible. What no hook can cut short:
+one layer's forward or backward (a tenth of the step at most in the configs measured,
+RELIABILITY.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
@@ -49,14 +53,18 @@ class StepInterrupted(Exception):
 
 @contextlib.contextmanager
 def interruptible(should_stop: Callable[[], bool]) -> Iterator[None]:
-    """Within: raise ``StepInterrupted`` from the forward of any module, and from the backward
-    through any module's output, once ``should_stop()`` is True."""
+    """Within: raise ``StepInterrupted`` from the forward of any module that this thread runs,
+    and from the backward through its output (wherever the backward runs: a GPU's autograd
+    thread), once ``should_stop()`` is True. Another thread's networks are not its business."""
+    mine = threading.get_ident()
 
     def check(*_: Any) -> None:
         if should_stop():
             raise StepInterrupted
 
     def after_forward(module: nn.Module, args: Any, output: Any) -> None:
+        if threading.get_ident() != mine:
+            return
         check()
         if isinstance(output, Tensor) and output.requires_grad:
             output.register_hook(check)  # runs when the backward pass reaches this output

@@ -1,4 +1,5 @@
 import copy
+import threading
 
 import pytest
 import torch
@@ -34,6 +35,23 @@ def test_a_stop_interrupts_a_forward_and_a_backward_and_the_hooks_go_afterwards(
     asked.clear()
     net(x).sum().backward()  # outside: nothing asks
     assert asked == []
+
+
+def test_only_the_thread_that_asks_is_interrupted():
+    net = nn.Linear(4, 1)
+    outcomes: list[str] = []
+
+    def run() -> None:
+        net(torch.randn(2, 4)).sum().backward()
+        outcomes.append("ran")
+
+    with interruptible(lambda: True):
+        other = threading.Thread(target=run)
+        other.start()
+        other.join()
+        with pytest.raises(StepInterrupted):
+            run()
+    assert outcomes == ["ran"]  # the other thread's, untouched
 
 
 def steps(cfg, s, n, stats=None):
