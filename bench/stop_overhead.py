@@ -1,74 +1,75 @@
-"""What it costs a step to be stoppable: steps/s of ``gan.train.train`` with a ``should_stop``
-that never says stop (as a worker's flags, when nobody cancels), here against another checkout.
+"""What it costs a step to be stoppable: the trainer's steps run as ``gan.train.train`` runs them
+(``gan.interrupt.StepGuard``) against bare ``gan.steps.train_step`` calls, interleaved in one
+process so that both see the same load.
 
-    python bench/stop_overhead.py --other ../main --data ../shared/data/mnist [--rounds 3]
+    python -m bench.stop_overhead --data ../shared/data/mnist [--rounds 5]
 
-Each round trains each config once in this checkout and once in ``--other`` (fresh processes,
-alternating, so that both see the same load), and prints the steps/s of each and their ratio:
-the median over the rounds. Two configs: a fast step (``classic``, batch 64: runs bare) and a
-slow one (``dcgan`` at batch 512: runs interruptibly, with a copy of the state per step, once
-a step takes ``gan.interrupt.SLOW_STEP_S`` or more). The first step is left out of the timing;
-one CPU thread each (thread pools of concurrent processes spin against each other).
+Two configs: a fast step (``classic``, batch 64), which the guard runs bare (it only times it),
+and a slow one (``dcgan`` width 32, batch 256: seconds here), which it runs interruptibly: hooks at
+every layer asking a ``should_stop`` that never says stop (as a worker's flags, when nobody
+cancels) and a copy of the state at each step's start. Each round times a block of steps each way;
+prints the median seconds per step each way and their ratio. One torch thread.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
+import time
 from pathlib import Path
 
-CONFIGS = {
-    "fast: classic, batch 64": ("classic", {"batch_size": 64}, 300),
-    "slow: dcgan width 32, batch 512": ("dcgan", {"batch_size": 512, "width": 32}, 6),
+import torch
+
+from gan.config import TrainConfig, resolve
+from gan.data import Dataset, load_dataset
+from gan.interrupt import SLOW_STEP_S, StepGuard
+from gan.state import TrainState
+from gan.steps import StepStats, train_step
+from gan.train import RealBatches
+
+CONFIGS = {  # name: (preset, overrides, steps per block)
+    "fast: classic, batch 64": ("classic", {"batch_size": 64}, 100),
+    "slow: dcgan width 32, batch 256": ("dcgan", {"batch_size": 256, "width": 32}, 2),
 }
 
-ONE_RUN = """
-import json, sys, tempfile, time
-from pathlib import Path
-from gan.config import resolve
-from gan.data import load_dataset
-from gan.train import train
-preset, overrides, steps, data = json.loads(sys.argv[1])
-dataset = load_dataset("mnist", Path(data))
-cfg = resolve(preset, **overrides, max_steps=steps + 1, eval_every=0, log_every=1,
-              checkpoint_every=10**6)
-times = []
-with tempfile.TemporaryDirectory() as out:
-    train(cfg, dataset, Path(out), should_stop=lambda: False,
-          progress=lambda p: times.append(time.perf_counter()))
-print(json.dumps(steps / (times[-1] - times[0])))
-"""
 
-
-def steps_per_s(checkout: Path, config: tuple[str, dict[str, int], int], data: str) -> float:
-    env = {**os.environ, "PYTHONPATH": str(checkout.resolve()), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", ONE_RUN, json.dumps([*config, data])],
-        env=env, check=True, capture_output=True, text=True, cwd=checkout,
-    )  # fmt: skip
-    return float(out.stdout.strip().splitlines()[-1])
+def per_step(
+    cfg: TrainConfig, dataset: Dataset, steps: int, rounds: int
+) -> tuple[dict[str, list[float]], float]:
+    """Seconds per step of each way, per round; and how long the guard's last step took."""
+    s = TrainState.new(cfg, dataset.shape, 0, torch.device("cpu"))
+    real_batch = RealBatches(cfg, dataset, s)
+    stats = train_step(cfg, s, real_batch, StepStats())
+    guard = StepGuard(cfg, s, lambda: False)  # a worker's flags, never set
+    ways: dict[str, list[float]] = {"bare": [], "as train runs it": []}
+    for _ in range(rounds):
+        for way, times in ways.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                if way == "bare":
+                    stats = train_step(cfg, s, real_batch, stats)
+                else:
+                    stats = guard.run(train_step, cfg, s, real_batch, stats)
+            times.append((time.perf_counter() - start) / steps)
+    return ways, guard.last_s
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--other", type=Path, required=True, help="the checkout to compare with")
-    parser.add_argument("--data", required=True, help="the folder of MNIST")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--data", type=Path, required=True, help="the folder of MNIST")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    here = Path(__file__).resolve().parent.parent
-    for name, config in CONFIGS.items():
-        mine, theirs = [], []
-        for _ in range(args.rounds):
-            theirs.append(steps_per_s(args.other, config, args.data))
-            mine.append(steps_per_s(here, config, args.data))
-        a, b = statistics.median(mine), statistics.median(theirs)
-        print(f"{name}: here {a:.2f} steps/s, {args.other} {b:.2f} steps/s, ratio {a / b:.3f} "
-              f"(rounds: here {[round(x, 2) for x in mine]}, "
-              f"other {[round(x, 2) for x in theirs]})", flush=True)  # fmt: skip
+    torch.set_num_threads(1)
+    dataset = load_dataset("mnist", args.data)
+    for name, (preset, overrides, steps) in CONFIGS.items():
+        cfg = resolve(preset, **overrides, eval_every=0)
+        ways, last_s = per_step(cfg, dataset, steps, args.rounds)
+        bare_s, guarded_s = (statistics.median(times) for times in ways.values())
+        how = "interruptibly" if last_s >= SLOW_STEP_S else "bare"
+        rounds = {way: [round(t, 4) for t in times] for way, times in ways.items()}
+        print(f"{name} (the guard ran it {how}): bare {bare_s:.4f} s/step, as train runs it "
+              f"{guarded_s:.4f} s/step, ratio {guarded_s / bare_s:.3f}; rounds {rounds}",
+              flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

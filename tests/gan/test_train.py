@@ -227,14 +227,16 @@ def test_progress_should_stop_and_checkpoint_schedule(tmp_path, mnist):
         progress=reports.append,
         should_stop=lambda: len(reports) >= 3,  # polled after every step: true after step 30
     )
-    assert result.stopped and result.step == 31  # noticed at the next step, not the next report
-    assert [r.step for r in reports] == [10, 20, 30, 31]
+    # Noticed after step 31, not at the next report; or inside step 31, which is then undone,
+    # when the loaded machine made step 30 take SLOW_STEP_S (gan.interrupt)
+    assert result.stopped and result.step in (30, 31)
+    assert [r.step for r in reports] == [10, 20, 30, result.step]
     assert reports[2].checkpoint_step == 25 and all(r.total_steps == 100 for r in reports)
-    assert reports[-1].checkpoint_step == 31  # the stop's checkpoint is in the last report
+    assert reports[-1].checkpoint_step == result.step  # the stop's checkpoint is in the last report
     assert all(r.images_per_sec > 0 and np.isfinite(r.d_loss) for r in reports)
     assert all(np.isfinite(r.d_real) and np.isfinite(r.d_fake) for r in reports)
-    # the stop wrote a checkpoint of step 31; only the newest two are kept
-    assert [s for s, _ in list_checkpoints(tmp_path)] == [25, 31]
+    # the stop wrote a checkpoint of its step; only the newest two are kept
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [25, result.step]
     assert load_checkpoint(result.checkpoint)["config"] == cfg.to_dict()
 
 
