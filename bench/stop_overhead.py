@@ -5,8 +5,8 @@ process so that both see the same load.
     python -m bench.stop_overhead --data ../shared/data/mnist [--rounds 5]
 
 Two configs: a fast step (``classic``, batch 64), which the guard runs bare (it only times it),
-and a slow one (``dcgan`` width 32, batch 256: seconds here), which it runs interruptibly: hooks at
-every layer asking a ``should_stop`` that never says stop (as a worker's flags, when nobody
+and a slow one (``dcgan`` width 64, batch 1024: seconds here), which it runs interruptibly:
+hooks at every layer asking a ``should_stop`` that never says stop (as a worker's flags, when nobody
 cancels) and a copy of the state at each step's start. Each round times a block of steps each way;
 prints the median seconds per step each way and their ratio. One torch thread.
 """
@@ -29,7 +29,7 @@ from gan.train import RealBatches
 
 CONFIGS = {  # name: (preset, overrides, steps per block)
     "fast: classic, batch 64": ("classic", {"batch_size": 64}, 100),
-    "slow: dcgan width 32, batch 256": ("dcgan", {"batch_size": 256, "width": 32}, 2),
+    "slow: dcgan width 64, batch 1024": ("dcgan", {"batch_size": 1024, "width": 64}, 2),
 }
 
 
