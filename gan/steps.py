@@ -175,19 +175,21 @@ def g_step(cfg: TrainConfig, s: TrainState, fake: Tensor, y_fake: Tensor | None,
     next D step would discard; D's weights require gradients again afterwards. A relativistic
     loss also scores ``real`` (the last D step's batch), a constant for G."""
     s.D.requires_grad_(False)
-    fake_logits, fake_classes = discriminate(s, d_input(cfg, s, fake), y_fake)
-    real_logits = None
-    if cfg.loss in losses.RELATIVISTIC:
-        if real is None:
-            raise ValueError(f"the {cfg.loss!r} loss needs the real batch in G's step")
-        with torch.no_grad():
-            real_logits = discriminate(s, d_input(cfg, s, real), y_real)[0]
-    loss = losses.g_loss(cfg.loss, fake_logits, real_logits)
-    if fake_classes is not None and y_fake is not None:
-        loss = loss + cfg.acgan_weight * losses.classification_loss(fake_classes, y_fake)
-    s.opt_g.zero_grad(set_to_none=True)
-    loss.backward()
-    s.D.requires_grad_(True)
+    try:  # D's weights require gradients again even when the step is interrupted
+        fake_logits, fake_classes = discriminate(s, d_input(cfg, s, fake), y_fake)
+        real_logits = None
+        if cfg.loss in losses.RELATIVISTIC:
+            if real is None:
+                raise ValueError(f"the {cfg.loss!r} loss needs the real batch in G's step")
+            with torch.no_grad():
+                real_logits = discriminate(s, d_input(cfg, s, real), y_real)[0]
+        loss = losses.g_loss(cfg.loss, fake_logits, real_logits)
+        if fake_classes is not None and y_fake is not None:
+            loss = loss + cfg.acgan_weight * losses.classification_loss(fake_classes, y_fake)
+        s.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+    finally:
+        s.D.requires_grad_(True)
     grad_norm = clip_and_measure(cfg, s.G, s.step)
     s.opt_g.step()
     return GStep(loss.detach(), grad_norm)

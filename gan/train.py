@@ -7,8 +7,17 @@ checkpoint in ``out_dir``, then loops over named phases until ``cfg.max_steps``:
     train step   d_steps D updates, one G update, the EMA              (gan.steps.train_step)
     evaluate     every eval_every steps: score the sampling generator, keep best.pt
     checkpoint   every checkpoint_every steps, at the end and on an early stop
-    report       every log_every steps: check the losses, report progress (and at once when
-                 should_stop, polled after every step, says to stop)
+    report       every log_every steps: check the losses, report progress
+    stop         when should_stop says so (polled after every step, and inside slow steps and
+                 evaluations): checkpoint the last step that ended, report, return
+
+A stop is noticed within moments whatever a step takes (``gan.interrupt``): while steps take
+``SLOW_STEP_S`` or more, each runs interruptibly, from a copy of the state made at its start
+(so does a run's first step), and a stop inside it (at any layer's forward or backward)
+restores that copy, so that the stop's checkpoint is exactly the last step that ended. An
+evaluation is always interruptible; an interrupted one is abandoned (best.pt untouched) and
+made first when the run resumes at that step (``evaluation_owed``). Shorter steps run bare, and
+a stop waits for their end.
 
 A non-finite loss or weight (``Diverged``, found where the loop reads the losses: at reports and
 checkpoints) rolls the state back to the newest finite checkpoint, or to the initial state, with
@@ -25,6 +34,7 @@ collapse), and is saved in each checkpoint with the rest.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -40,6 +50,7 @@ from gan import checkpoint as ckpt
 from gan.config import ConfigError, TrainConfig, check_data
 from gan.data import Dataset, to_unit_range
 from gan.errors import first_line
+from gan.interrupt import StepGuard, StepInterrupted, interruptible
 from gan.models import Generator
 from gan.monitor import Monitor
 from gan.progress import Progress
@@ -61,6 +72,11 @@ class TrainResult:
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message says why, for a person to act on."""
+
+
+class StoppedBeforeFirstStep(Exception):
+    """``should_stop`` interrupted the first step of a new run: there is no checkpoint to name
+    (nor to write: nothing was done). A caller treats it as a stop."""
 
 
 class Diverged(Exception):
@@ -170,15 +186,18 @@ def train(
     """Train a GAN on ``dataset`` and write checkpoints to ``out_dir``.
 
     ``progress`` is called every ``cfg.log_every`` steps and at the end; ``should_stop`` is
-    polled after every step (so it must be cheap, a flag that another thread sets), and a True
-    answer checkpoints, reports and returns early. ``evaluator`` scores the generator (its EMA
-    when kept) every ``cfg.eval_every`` steps and at the end; the best evaluation's checkpoint
-    is kept as ``best.pt``. A non-finite loss or weight rolls the run back to its newest finite
-    checkpoint (or its initial state) with halved learning rates, up to ``cfg.max_rollbacks``
-    times; then TrainingError says why. ``may_write`` is asked before each checkpoint is
-    published (``gan.checkpoint.save_checkpoint``): False ends the run with WriteRefused, that
-    checkpoint unwritten. ``mirror`` gets a copy of every checkpoint written, pruned or moved
-    aside (``gan.checkpoint.Mirror``): a worker's object store.
+    polled after every step and, in a step or an evaluation that takes seconds, at every layer
+    (``gan.interrupt``: so it must be cheap, a flag that another thread sets). A True answer
+    checkpoints the last step that ended, reports and returns early; an interrupted step is
+    undone, an interrupted evaluation abandoned (and made when the run resumes); a new run's
+    first step interrupted raises StoppedBeforeFirstStep. ``evaluator`` scores the generator
+    (its EMA when kept) every ``cfg.eval_every`` steps and at the end; the best evaluation's
+    checkpoint is kept as ``best.pt``. A non-finite loss or weight rolls the run back to its
+    newest finite checkpoint (or its initial state) with halved learning rates, up to
+    ``cfg.max_rollbacks`` times; then TrainingError says why. ``may_write`` is asked before each
+    checkpoint is published (``gan.checkpoint.save_checkpoint``): False ends the run with
+    WriteRefused, that checkpoint unwritten. ``mirror`` gets a copy of every checkpoint written,
+    pruned or moved aside (``gan.checkpoint.Mirror``): a worker's object store.
     """
     check_compatible(cfg, dataset)
     device = pick_device(cfg.device)
@@ -186,29 +205,47 @@ def train(
     key = evaluator.key if evaluator is not None else None
     s = TrainState.new(cfg, dataset.shape, num_classes, device, key)
     initial = copy.deepcopy(s.snapshot())  # where a divergence returns when no checkpoint is good
-    saved = resume(cfg, s, out_dir, mirror)
+    saved, stats = resume(cfg, s, out_dir, mirror)
     real_batch = RealBatches(cfg, dataset, s)
-    stats = StepStats()
+    steps = StepGuard(cfg, s, should_stop)  # runs the slow steps so that a stop interrupts them
+    stepped = False  # whether a step ended since the state was loaded (stats are then its own)
     throughput = Throughput(s.step, cfg.batch_size * cfg.d_steps)
+    if evaluator is not None and saved is not None and evaluation_owed(cfg, s):
+        try:  # the resumed step's evaluation, which a stop interrupted
+            if evaluate(cfg, s, stats, evaluator, out_dir, may_write, mirror, should_stop):
+                return TrainResult(s.step, False, saved[1], early_stopped=True)
+        except StepInterrupted:
+            return TrainResult(s.step, True, saved[1])
     while True:
         try:
             s.G.train()
             s.D.train()
             while s.step < cfg.max_steps:
-                stats = train_step(cfg, s, real_batch, stats)
-                end = s.step == cfg.max_steps
+                try:
+                    stats = steps.run(train_step, cfg, s, real_batch, stats)
+                    stepped = True
+                    end = s.step == cfg.max_steps
 
-                early_stop = False
-                due = cfg.eval_every and (s.step % cfg.eval_every == 0 or end)
-                if evaluator is not None and due:
-                    early_stop = evaluate(cfg, s, stats, evaluator, out_dir, may_write, mirror)
+                    early_stop = False
+                    due = cfg.eval_every and (s.step % cfg.eval_every == 0 or end)
+                    if evaluator is not None and due:  # abandoned when a stop interrupts it
+                        early_stop = evaluate(
+                            cfg, s, stats, evaluator, out_dir, may_write, mirror, should_stop
+                        )
 
-                if s.step % cfg.checkpoint_every == 0 or end or early_stop:
-                    saved = checkpoint(cfg, s, stats, out_dir, saved, may_write, mirror)
+                    if s.step % cfg.checkpoint_every == 0 or end or early_stop:
+                        saved = checkpoint(cfg, s, stats, out_dir, saved, may_write, mirror)
 
-                # Polled after every step (it must be cheap: a flag), so that a stop is noticed
-                # within one step whatever log_every is; a stop reports at once.
-                stop = should_stop is not None and not end and not early_stop and should_stop()
+                    # Polled after every step (it must be cheap: a flag), so that a stop is
+                    # noticed within one step whatever log_every is; a stop reports at once.
+                    stop = should_stop is not None and not end and not early_stop and should_stop()
+                except StepInterrupted:  # s is at the last step that ended (or its evaluation)
+                    stop, end, early_stop = True, False, False
+                if stop and not stepped:  # no step ended since s was loaded: nothing new
+                    log.info("stopped at step %d on request, before a step ended", s.step)
+                    if saved is None:
+                        raise StoppedBeforeFirstStep(f"stopped at step {s.step}: nothing saved")
+                    return TrainResult(s.step, True, saved[1])
                 if s.step % cfg.log_every == 0 or end or early_stop or stop:
                     d, g = healthy_losses(s, stats)
                     s.monitor.observe_losses(s.step, cfg.loss, d)
@@ -230,14 +267,17 @@ def train(
             return TrainResult(s.step, False, saved[1])
         except Diverged as e:
             saved = roll_back(cfg, s, e, initial, out_dir)
+            stepped = False
 
 
 def resume(
     cfg: TrainConfig, s: TrainState, out_dir: Path, mirror: ckpt.Mirror | None = None
-) -> Saved | None:
+) -> tuple[Saved | None, StepStats]:
     """Load the newest readable checkpoint in ``out_dir`` into ``s``, monitor included, and
-    record each newer unreadable one in the monitor; the checkpoint resumed from, if any."""
+    record each newer unreadable one in the monitor. The checkpoint resumed from, if any, and
+    the stats of its step as far as it recorded them (its losses; no stats when none)."""
     latest, state, corrupt = newest_readable_checkpoint(out_dir, s.device, mirror)
+    stats = StepStats()
     if latest is not None and state is not None:
         s.monitor = Monitor.from_state_dict(state["monitor"])
         try:
@@ -248,10 +288,21 @@ def resume(
                 f"for this config, so the run cannot resume from it (its generator still "
                 f"samples); start a new job to train further. {first_line(e)}"
             ) from None
+        metrics = state["metrics"]
+        stats = StepStats(d_loss=torch.tensor(metrics["d_loss"]),
+                          g_loss=torch.tensor(metrics["g_loss"]))  # fmt: skip
         log.info("resumed from %s at step %d", latest.name, s.step)
     for bad_step, problem in corrupt:  # newer checkpoints that could not be read, moved aside
         s.monitor.checkpoint_corrupt(bad_step, problem, s.step)
-    return (s.step, latest) if latest is not None else None
+    return ((s.step, latest) if latest is not None else None), stats
+
+
+def evaluation_owed(cfg: TrainConfig, s: TrainState) -> bool:
+    """Whether the evaluation due at the resumed step is missing from the monitor's record: a
+    stop interrupted it, and the stop's checkpoint is of that step."""
+    if not cfg.eval_every or s.step == 0 or s.monitor.metrics_step == s.step:
+        return False
+    return s.step % cfg.eval_every == 0 or s.step == cfg.max_steps
 
 
 def healthy_losses(s: TrainState, stats: StepStats) -> tuple[float, float]:
@@ -297,10 +348,13 @@ def evaluate(
     out_dir: Path,
     may_write: Callable[[], bool] | None = None,
     mirror: ckpt.Mirror | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> bool:
     """Score the sampling generator; keep its checkpoint as best.pt when it is the best. Whether
-    to stop early: ``cfg.early_stop_evals`` evaluations in a row brought no new best."""
-    metrics = evaluator(s.G_ema if s.G_ema is not None else s.G)
+    to stop early: ``cfg.early_stop_evals`` evaluations in a row brought no new best.
+    StepInterrupted when ``should_stop`` says to stop meanwhile: nothing is recorded then."""
+    with interruptible(should_stop) if should_stop is not None else contextlib.nullcontext():
+        metrics = evaluator(s.G_ema if s.G_ema is not None else s.G)
     if s.monitor.observe_evaluation(s.step, metrics):
         best = out_dir / ckpt.BEST_NAME
         ckpt.save_checkpoint(checkpoint_state(cfg, s, stats), best, may_write, mirror)

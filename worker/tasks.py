@@ -34,7 +34,7 @@ from gan.errors import first_line
 from gan.evaluate import make_evaluator
 from gan.judge import JudgeError
 from gan.progress import Progress
-from gan.train import TrainingError, train
+from gan.train import StoppedBeforeFirstStep, TrainingError, train
 from worker import staging, tensorboard
 from worker.artifacts import ArtifactStoreError, job_key
 from worker.celery_app import TRAIN_TASK, app
@@ -65,7 +65,8 @@ CLAIM_RETRY_MAX_S = 30.0
 # Seconds between tries to reach an unreachable store (lease renewals, recording a job's end).
 STORE_RETRY_EVERY_S = 1.0
 # Seconds between the lease thread's reads of the job's state: a cancel, a delete or a lost
-# lease is noticed within this (plus one training step), whatever the job's log_every.
+# lease is noticed within this (plus a layer of a slow step, or a step shorter than
+# gan.interrupt.SLOW_STEP_S), whatever the job's log_every and step time.
 WATCH_EVERY_S = 1.0
 # Progress reports kept while the store is unreachable, recorded in order once it is back; past
 # this many the oldest leave the time series (the newest report is always kept).
@@ -73,8 +74,9 @@ MAX_UNWRITTEN_REPORTS = 10_000
 
 T = TypeVar("T")
 
-# Set when the worker is asked to shut down (SIGTERM, Ctrl-C): the running job checkpoints at the
-# end of its step under way and goes back on the queue, instead of holding the shutdown for hours.
+# Set when the worker is asked to shut down (SIGTERM, Ctrl-C): the running job stops within its
+# step under way (gan.interrupt), checkpoints its last step that ended and goes back on the queue,
+# instead of holding the shutdown for hours.
 _shutting_down = threading.Event()
 
 
@@ -112,7 +114,8 @@ class Lease:
     set once it is no longer ours: the job was deleted, or another worker took it after
     presuming this one dead. Between renewals the same thread reads the job's state every
     ``WATCH_EVERY_S`` and sets ``leaving`` once it is no longer running (cancelled): the
-    trainer's ``should_stop`` reads these flags after every step, for nothing.
+    trainer's ``should_stop`` reads these flags after every step and inside slow ones (at
+    every layer: ``gan.interrupt``), for nothing.
 
     The store may be unreachable for a while (PostgreSQL restarting): progress reports then
     wait in memory (``report``) and go in, in order, with the next write that succeeds, and
@@ -298,7 +301,8 @@ def _train(
 
     def should_stop() -> bool:
         """Stop when the worker shuts down, the job is cancelled or deleted, or the lease is
-        lost: flags, read after every step (the lease's thread watches the store)."""
+        lost: flags, read after every step and at every layer of a slow one (the lease's
+        thread watches the store)."""
         return _shutting_down.is_set() or lease.lost.is_set() or lease.leaving.is_set()
 
     error: str | None = None
@@ -333,6 +337,8 @@ def _train(
             mirror=staging.mirror(settings, job_id),
         )
         stopped = result.stopped
+    except StoppedBeforeFirstStep:  # in the first step of its first run: nothing to keep
+        stopped = True
     except WriteRefused as e:  # the lease went to another worker: stop, publish nothing
         log.warning("job %s: %s (its lease is no longer this worker's)", job_id, e)
         stopped = True

@@ -1,4 +1,6 @@
 import dataclasses
+import itertools
+import time
 
 import numpy as np
 import pytest
@@ -8,11 +10,12 @@ from torch.testing import assert_close
 from gan.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from gan.config import PRESETS, resolve
 from gan.data import Dataset, grid25, load_dataset
+from gan.interrupt import SLOW_STEP_S
 from gan.models import build_models
 from gan.sample import generate, load_generator
 from gan.state import TrainState
 from gan.steps import d_step, fake_batch
-from gan.train import EpochSampler, Progress, TrainingError, train
+from gan.train import EpochSampler, Progress, StoppedBeforeFirstStep, TrainingError, train
 from tests.conftest import first
 from tests.quality import digit_statistics, looks_like_digits
 
@@ -45,7 +48,10 @@ def test_epoch_sampler_covers_each_epoch_once_and_is_a_function_of_seed():
 
 def weights(path):
     """Everything a run's future depends on, from its checkpoint."""
-    state = load_checkpoint(path)
+    return weights_of(load_checkpoint(path))
+
+
+def weights_of(state):
     keys = ("generator", "generator_ema", "discriminator", "opt_g", "opt_d", "rng")
     return {key: state[key] for key in keys}
 
@@ -222,14 +228,16 @@ def test_progress_should_stop_and_checkpoint_schedule(tmp_path, mnist):
         progress=reports.append,
         should_stop=lambda: len(reports) >= 3,  # polled after every step: true after step 30
     )
-    assert result.stopped and result.step == 31  # noticed at the next step, not the next report
-    assert [r.step for r in reports] == [10, 20, 30, 31]
+    # Noticed after step 31, not at the next report; or inside step 31, which is then undone,
+    # when the loaded machine made step 30 take SLOW_STEP_S (gan.interrupt)
+    assert result.stopped and result.step in (30, 31)
+    assert [r.step for r in reports] == [10, 20, 30, result.step]
     assert reports[2].checkpoint_step == 25 and all(r.total_steps == 100 for r in reports)
-    assert reports[-1].checkpoint_step == 31  # the stop's checkpoint is in the last report
+    assert reports[-1].checkpoint_step == result.step  # the stop's checkpoint is in the last report
     assert all(r.images_per_sec > 0 and np.isfinite(r.d_loss) for r in reports)
     assert all(np.isfinite(r.d_real) and np.isfinite(r.d_fake) for r in reports)
-    # the stop wrote a checkpoint of step 31; only the newest two are kept
-    assert [s for s, _ in list_checkpoints(tmp_path)] == [25, 31]
+    # the stop wrote a checkpoint of its step; only the newest two are kept
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [25, result.step]
     assert load_checkpoint(result.checkpoint)["config"] == cfg.to_dict()
 
 
@@ -408,3 +416,100 @@ def test_collapse_on_stacked_mnist_is_flagged(tmp_path, mnist, mnist_dir):
     assert [w.code for w in collapsed.warnings] == ["mode_collapse"]
     assert collapsed.metrics["mode_spread"] < COLLAPSE_DIVERSITY
     # the data itself is far from the flag: tests/gan/test_evaluate.py (mode_spread > 0.7)
+
+
+def test_a_slow_step_is_interrupted_mid_way_and_the_run_resumes_exactly(tmp_path, mnist):
+    """A step of seconds (a batch of 1024 on the CPU): a stop that comes nine tenths into step 2,
+    after D's update, is noticed at the next layer; the step is undone, so that the stop's
+    checkpoint is exactly step 1 and the resumed run ends as an uninterrupted one does."""
+    data = small(mnist, 2048)
+    cfg = resolve("dcgan", width=64, batch_size=1024, max_steps=2, log_every=1, eval_every=0,
+                  checkpoint_every=2, seed=1, device="cpu")  # fmt: skip
+    straight = train(dataclasses.replace(cfg, checkpoint_every=1), data, tmp_path / "a")
+
+    asked: list[float] = []  # when should_stop was asked (at every layer of a slow step)
+    reports: list[tuple[int, int, float]] = []  # (step, questions so far, when)
+    stopped_at: list[float] = []
+
+    def should_stop() -> bool:  # the flag a worker's thread sets, set here 9/10 into step 2
+        asked.append(time.perf_counter())
+        if reports and not stopped_at and len(asked) - reports[0][1] >= 0.9 * reports[0][1]:
+            stopped_at.append(time.perf_counter())
+        return bool(stopped_at)
+
+    result = train(
+        cfg,
+        data,
+        tmp_path / "b",
+        progress=lambda p: reports.append((p.step, len(asked), time.perf_counter())),
+        should_stop=should_stop,
+    )
+    returned = time.perf_counter()
+    assert result.stopped and result.step == 1  # step 2 did not end: it was interrupted
+    assert [step for step, _, _ in reports] == [1, 1]  # step 1's report, then the stop's
+    step_1 = load_checkpoint(tmp_path / "a" / "step-00000001.pt")
+    assert_close(weights(result.checkpoint), weights_of(step_1), rtol=0, atol=0)
+
+    step_s = reports[0][2] - asked[0]  # from step 1's first layer to its report
+    in_step_1 = asked[: reports[0][1]]
+    longest = max(b - a for a, b in itertools.pairwise(in_step_1))
+    print(f"step {step_s:.2f} s; longest between two checks {longest:.3f} s; "
+          f"stop to return {returned - stopped_at[0]:.2f} s")  # fmt: skip
+    assert step_s >= SLOW_STEP_S  # so step 2 ran interruptibly (else it ran bare, and ended)
+
+    resumed = train(cfg, data, tmp_path / "b")
+    assert resumed.step == 2
+    assert_close(weights(resumed.checkpoint), weights(straight.checkpoint), rtol=0, atol=0)
+
+
+class Stepwise:
+    """An evaluator that runs G (where a stop can interrupt it) and scores step k of its
+    schedule 100 − k, so that each evaluation is the best so far; ``stopping`` turns True
+    during the evaluation of ``stop_at``."""
+
+    key: str | None = "fid"
+
+    def __init__(self, first: int, every: int, stop_at: int | None = None) -> None:
+        self.step, self.every, self.stop_at, self.stopping = first - every, every, stop_at, False
+
+    def __call__(self, G) -> dict[str, float]:
+        self.step += self.every
+        self.stopping = self.step == self.stop_at
+        G.eval()
+        with torch.no_grad():
+            G(torch.zeros(4, G.latent_dim))
+        G.train()
+        return {"fid": 100.0 - self.step, "diversity": 1.0}
+
+
+def test_an_interrupted_evaluation_is_abandoned_and_made_when_the_run_resumes(tmp_path, mnist):
+    data = small(mnist)
+    cfg = resolve("classic", **{**TINY, "max_steps": 6, "eval_every": 2, "seed": 1})
+    straight = train(cfg, data, tmp_path / "a", evaluator=Stepwise(2, 2))
+
+    stopping = Stepwise(2, 2, stop_at=4)
+    result = train(cfg, data, tmp_path / "b", evaluator=stopping,
+                   should_stop=lambda: stopping.stopping)  # fmt: skip
+    assert result.stopped and result.step == 4  # step 4 ended; its evaluation did not
+    assert load_checkpoint(tmp_path / "b" / "best.pt")["step"] == 2  # not 4's, half-way
+    assert load_checkpoint(result.checkpoint)["monitor"]["metrics_step"] == 2
+
+    resumed = train(cfg, data, tmp_path / "b", evaluator=Stepwise(4, 2))  # 4's first
+    assert resumed.step == 6
+    assert_close(weights(resumed.checkpoint), weights(straight.checkpoint), rtol=0, atol=0)
+    for name in (resumed.checkpoint.name, "best.pt"):
+        mine, theirs = (load_checkpoint(p / name) for p in (tmp_path / "b", tmp_path / "a"))
+        assert mine["monitor"] == theirs["monitor"] and mine["step"] == theirs["step"]
+
+
+def test_a_stop_in_the_first_step_saves_nothing_new(tmp_path, mnist):
+    data = small(mnist)
+    cfg = resolve("classic", **{**TINY, "max_steps": 4})
+    with pytest.raises(StoppedBeforeFirstStep):  # a new run: nothing to save
+        train(cfg, data, tmp_path, should_stop=lambda: True)
+    assert list_checkpoints(tmp_path) == []
+    train(dataclasses.replace(cfg, max_steps=3), data, tmp_path)
+    reports: list[Progress] = []
+    result = train(cfg, data, tmp_path, progress=reports.append, should_stop=lambda: True)
+    assert (result.stopped, result.step, result.checkpoint.name) == (True, 3, "step-00000003.pt")
+    assert reports == []  # nothing new to report

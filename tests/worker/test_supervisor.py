@@ -1,7 +1,7 @@
 """`gan worker`'s slots (worker.supervisor, worker.slot): the plan, and real slot processes on
 the real Redis and PostgreSQL: two jobs trained at once by one `gan worker --jobs 2`, a slot
 SIGKILLed mid-job while the other's job goes on untouched, SIGTERM requeueing both, and a
-cancel noticed within a couple of seconds whatever the job's log_every."""
+cancel noticed within a couple of seconds whatever the job's log_every and step time."""
 
 from __future__ import annotations
 
@@ -190,3 +190,29 @@ def test_a_cancel_is_noticed_within_seconds_whatever_log_every(redis_postgres: S
     job = service.job(job_id)
     assert 10 < job["step"] < 1000 and job["checkpoint_step"] == job["step"]
     assert took < 5, f"the cancel took {took:.1f} s"  # ≤ 1 s to notice, a step, a checkpoint
+
+
+@pytest.mark.e2e
+def test_a_cancel_interrupts_a_step_of_seconds(redis_postgres: Service) -> None:
+    """Steps of several seconds (width 64, a batch of 2048 on the CPU): the cancel stops the
+    step under way (gan.interrupt) instead of waiting for its end; the job is cancelled at the
+    step it had checkpointed when the cancel came."""
+    service = redis_postgres
+    service.serve("--no-worker")
+    service.start("worker", "--jobs", "1")
+    slow = {"preset": "dcgan", "width": 64, "batch_size": 2048, "eval_every": 0, "device": "cpu",
+            "log_every": 1000, "checkpoint_every": 1, "keep_checkpoints": 3,
+            "max_steps": 1000}  # fmt: skip
+    job_id = service.submit(slow)
+    folder = service.tmp_path / "var/artifacts/jobs" / job_id / "checkpoints"
+    first, second = folder / "step-00000001.pt", folder / "step-00000002.pt"
+    wait_for(second.is_file, 3 * SLOW, "the job's second checkpoint", every=0.05)
+    step_s = second.stat().st_mtime - first.stat().st_mtime  # a step (and a checkpoint)
+    asked = time.monotonic()  # step 3 has just begun
+    assert httpx.post(f"{service.url}/jobs/{job_id}/cancel", timeout=10).status_code == 200
+    wait_for(lambda: service.job(job_id)["state"] == "cancelled", SLOW, "cancelled", every=0.05)
+    took = time.monotonic() - asked
+    job = service.job(job_id)
+    print(f"step {step_s:.1f} s; cancelled {took:.1f} s after the request")
+    assert job["step"] == job["checkpoint_step"] == 2  # step 3 was interrupted, not finished
+    assert took < step_s  # noticed within a second, the step undone, a checkpoint written
