@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from api import remote, remote_sweeps
 from gan import cli as local_cli
 from worker.broker import is_embedded
 from worker.logs import setup_logging
-from worker.settings import get_settings
+from worker.settings import get_settings, usable_cores
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -293,8 +292,7 @@ def worker_command(args: argparse.Namespace) -> None:
     if args.jobs is not None and args.jobs_per_gpu != 1:
         sys.exit("gan: --jobs-per-gpu is for GPU slots; --jobs K runs K slots on the CPU")
     gpus = [] if args.jobs else args.gpus if args.gpus is not None else visible_gpus()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    plans = plan_slots(gpus, args.jobs_per_gpu, args.jobs, cores or 1)
+    plans = plan_slots(gpus, args.jobs_per_gpu, args.jobs, usable_cores())
     if len(plans) == 1 and not plans[0].env:  # no GPU, no --jobs: one slot with torch's
         from worker.main import run_worker  # defaults, in this process, as a worker always was
 

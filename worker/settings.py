@@ -8,6 +8,7 @@ filesystem broker, both under ``var/``.
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path, PurePath
 from typing import Annotated, Literal
@@ -16,6 +17,19 @@ from pydantic import AliasChoices, BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.artifacts import DATASETS, JUDGES, ArtifactStore, checkpoints_key, job_key, open_store
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+# Sample requests answered at once by default: one per core, at most four. On the 2-core
+# development machine four at once held GET /jobs/{id}'s p99 at 177-347 ms during a burst, two
+# at 108-136 ms (RELIABILITY.md, "Hostile clients").
+DEFAULT_MAX_SAMPLINGS = min(4, usable_cores())
 
 
 def _as_text(value: object) -> object:
@@ -100,9 +114,10 @@ class Settings(BaseSettings):
     # Sample and interpolation requests generating at once per API key (per client address when
     # open), and answered at once in all (from their arrival: key and job lookups, generating
     # or the cache), per API process; past that, 429 or 503 with Retry-After. Generating is CPU
-    # work: more at once than the cores only adds memory and latency.
+    # work: more at once than the cores only adds memory and latency, so the default is the
+    # process's cores, at most 4.
     samplings_per_key: int = Field(2, ge=1)
-    max_samplings: int = Field(4, ge=1)
+    max_samplings: int = Field(DEFAULT_MAX_SAMPLINGS, ge=1)
     # API processes `gan serve` runs, sharing its port (sampling is CPU work: one per core
     # serves the most). Each keeps its own generator cache and stream and sampling slots; their
     # rate limits are shared through Redis when the broker is Redis, and /metrics sums them all.
