@@ -210,12 +210,9 @@ def train(
     steps = StepGuard(cfg, s, should_stop)  # runs the slow steps so that a stop interrupts them
     stepped = False  # whether a step ended since the state was loaded (stats are then its own)
     throughput = Throughput(s.step, cfg.batch_size * cfg.d_steps)
-    if evaluator is not None and saved is not None and evaluation_owed(cfg, s):
-        try:  # the resumed step's evaluation, which a stop interrupted
-            if evaluate(cfg, s, stats, evaluator, out_dir, may_write, mirror, should_stop):
-                return TrainResult(s.step, False, saved[1], early_stopped=True)
-        except StepInterrupted:
-            return TrainResult(s.step, True, saved[1])
+    owed = evaluate_owed(cfg, s, stats, evaluator, out_dir, saved, may_write, mirror, should_stop)
+    if owed is not None:
+        return owed
     while True:
         try:
             s.G.train()
@@ -242,32 +239,88 @@ def train(
                 except StepInterrupted:  # s is at the last step that ended (or its evaluation)
                     stop, end, early_stop = True, False, False
                 if stop and not stepped:  # no step ended since s was loaded: nothing new
-                    log.info("stopped at step %d on request, before a step ended", s.step)
-                    if saved is None:
-                        raise StoppedBeforeFirstStep(f"stopped at step {s.step}: nothing saved")
-                    return TrainResult(s.step, True, saved[1])
+                    return stopped_before_a_step(s, saved)
                 if s.step % cfg.log_every == 0 or end or early_stop or stop:
-                    d, g = healthy_losses(s, stats)
-                    s.monitor.observe_losses(s.step, cfg.loss, d)
-                    rate = throughput.read(s.step)
-                    if stop:  # checkpoint before the report, so the report names it
-                        saved = checkpoint(cfg, s, stats, out_dir, saved, may_write, mirror)
-                    if progress is not None:
-                        progress(progress_of(cfg, s, stats, rate, d, g, saved))
-                    if stop:
-                        log.info("stopped at step %d on request", s.step)
-                        saved = checkpoint(cfg, s, stats, out_dir, saved)  # written above
-                        return TrainResult(s.step, True, saved[1])
-                    if early_stop:
-                        log.info("early stop at step %d: no better %s in %d evaluations",
-                                 s.step, s.monitor.key, s.monitor.since_best)  # fmt: skip
-                        saved = checkpoint(cfg, s, stats, out_dir, saved)  # written above
-                        return TrainResult(s.step, False, saved[1], early_stopped=True)
+                    saved, ended = report(
+                        cfg, s, stats, throughput, out_dir, saved, progress, may_write, mirror,
+                        stop=stop, early_stop=early_stop,
+                    )  # fmt: skip
+                    if ended is not None:
+                        return ended
             saved = checkpoint(cfg, s, stats, out_dir, saved, may_write, mirror)
             return TrainResult(s.step, False, saved[1])
         except Diverged as e:
             saved = roll_back(cfg, s, e, initial, out_dir)
             stepped = False
+
+
+def stopped_before_a_step(s: TrainState, saved: Saved | None) -> TrainResult:
+    """A stop that came before any step ended since the state was loaded: the checkpoint it was
+    loaded from is the run's last; StoppedBeforeFirstStep when there is none (a new run)."""
+    log.info("stopped at step %d on request, before a step ended", s.step)
+    if saved is None:
+        raise StoppedBeforeFirstStep(f"stopped at step {s.step}: nothing saved")
+    return TrainResult(s.step, True, saved[1])
+
+
+def evaluate_owed(
+    cfg: TrainConfig,
+    s: TrainState,
+    stats: StepStats,
+    evaluator: Evaluator | None,
+    out_dir: Path,
+    saved: Saved | None,
+    may_write: Callable[[], bool] | None,
+    mirror: ckpt.Mirror | None,
+    should_stop: Callable[[], bool] | None,
+) -> TrainResult | None:
+    """The resumed step's evaluation, which a stop interrupted (``evaluation_owed``), made
+    before the first step: the run's result when it ends the run (an early stop, or a stop
+    interrupting it again), else None."""
+    if evaluator is None or saved is None or not evaluation_owed(cfg, s):
+        return None
+    try:
+        if evaluate(cfg, s, stats, evaluator, out_dir, may_write, mirror, should_stop):
+            return TrainResult(s.step, False, saved[1], early_stopped=True)
+    except StepInterrupted:
+        return TrainResult(s.step, True, saved[1])
+    return None
+
+
+def report(
+    cfg: TrainConfig,
+    s: TrainState,
+    stats: StepStats,
+    throughput: Throughput,
+    out_dir: Path,
+    saved: Saved | None,
+    progress: Callable[[Progress], None] | None,
+    may_write: Callable[[], bool] | None,
+    mirror: ckpt.Mirror | None,
+    *,
+    stop: bool,
+    early_stop: bool,
+) -> tuple[Saved | None, TrainResult | None]:
+    """The report phase: check the losses (Diverged when not finite), checkpoint first on a
+    stop (so that the report names it), report progress. Returns the newest checkpoint and the
+    run's result when a stop or an early stop ends the run (else None)."""
+    d, g = healthy_losses(s, stats)
+    s.monitor.observe_losses(s.step, cfg.loss, d)
+    rate = throughput.read(s.step)
+    if stop:
+        saved = checkpoint(cfg, s, stats, out_dir, saved, may_write, mirror)
+    if progress is not None:
+        progress(progress_of(cfg, s, stats, rate, d, g, saved))
+    if stop:
+        log.info("stopped at step %d on request", s.step)
+        saved = checkpoint(cfg, s, stats, out_dir, saved)  # written above
+        return saved, TrainResult(s.step, True, saved[1])
+    if early_stop:
+        log.info("early stop at step %d: no better %s in %d evaluations",
+                 s.step, s.monitor.key, s.monitor.since_best)  # fmt: skip
+        saved = checkpoint(cfg, s, stats, out_dir, saved)  # written above
+        return saved, TrainResult(s.step, False, saved[1], early_stopped=True)
+    return saved, None
 
 
 def resume(

@@ -78,7 +78,9 @@ def sampling_count(url: str) -> float:
 
 def test_metrics_sum_every_api_processs_own(tmp_path: Path):
     folder = tmp_path / "metrics"
-    service = Service(tmp_path, {"PROMETHEUS_MULTIPROC_DIR": str(folder)})
+    # Eight sample requests at once: each process admits them all (the default is its cores).
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(folder), "GAN_MAX_SAMPLINGS": "8"}
+    service = Service(tmp_path, env)
     try:
         service.serve("--no-worker", "--processes", "2")
         sent = 0

@@ -4,8 +4,8 @@ import shutil
 import torch
 from torch.testing import assert_close
 
-from bench.modes import data_floor, fid_report, floor_figures, mean_se, report, training_draws
 from gan.metrics import class_histogram, class_kl
+from harness.modes import data_floor, fid_report, floor_figures, mean_se, report, training_draws
 
 
 def test_floor_figures_on_constructed_modes():
