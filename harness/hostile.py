@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -167,40 +167,67 @@ def sample_burst(url: str, jobs: dict[str, str], count: int, n: int) -> dict[str
     return dict(asyncio.run(_sample_burst(url, jobs, count, n)))
 
 
-class Probe(threading.Thread):
+class Probe:
     """Until stopped, GETs each of ``paths`` in turn (one at a time, as a monitor would), and
-    samples the resident memory of process ``pid`` every ``every`` seconds."""
+    samples the resident memory of process ``pid`` every ``every`` seconds. In a process of its
+    own, as a monitor is: in the load's process, a probe's requests wait for the load's own
+    Python work (the burst's hundreds of requests hold that process's GIL for a second at a
+    time) and that wait would be counted as the API's latency."""
 
     def __init__(self, url: str, paths: Sequence[str], key: str, pid: int, every: float = 0.1):
-        super().__init__(daemon=True)
-        self.url, self.paths, self.key, self.pid, self.every = url, paths, key, pid, every
-        self.taken: dict[str, list[float]] = {path: [] for path in paths}
-        self.failed: Counter[str] = Counter()
+        context = multiprocessing.get_context("spawn")
+        self._ready, self._done = context.Event(), context.Event()
+        self._figures: multiprocessing.Queue[dict[str, Any]] = context.Queue()
+        arguments = (url, list(paths), key, pid, every, self._ready, self._done, self._figures)
+        self._process = context.Process(target=_probe, args=arguments, daemon=True)
         self.peak_rss_mb = 0.0
-        self._done = threading.Event()
 
-    def run(self) -> None:
-        with httpx.Client(headers={"X-API-Key": self.key}, timeout=60) as client:
-            while not self._done.is_set():
-                for path in self.paths:
-                    started = time.perf_counter()
-                    try:
-                        ok = client.get(f"{self.url}{path}").status_code == 200
-                    except httpx.HTTPError as e:
-                        ok, self.failed[type(e).__name__] = False, self.failed[type(e).__name__] + 1
-                    if ok:
-                        self.taken[path].append(time.perf_counter() - started)
-                    else:
-                        self.failed[path] += 1
-                self.peak_rss_mb = max(self.peak_rss_mb, rss_mb(self.pid))
-                time.sleep(self.every)
+    def start(self) -> None:
+        """Start probing; returns once the probe's first round is answered."""
+        self._process.start()
+        if not self._ready.wait(60):
+            raise RuntimeError("the probe's first requests went unanswered for 60 s")
 
     def stop(self) -> dict[str, Any]:
         """Stop; the latencies of each path (ms), their count, and failures."""
         self._done.set()
-        self.join()
-        out: dict[str, Any] = {}
-        for path, taken in self.taken.items():
-            name = "job" if path.startswith("/jobs/") else path.strip("/")
-            out[name] = {**percentiles(taken), "requests": len(taken)}
-        return {**out, "failed": dict(self.failed)}
+        figures = self._figures.get(timeout=120)
+        self._process.join(10)
+        self.peak_rss_mb = figures.pop("peak_rss_mb")
+        return figures
+
+
+def _probe(
+    url: str,
+    paths: list[str],
+    key: str,
+    pid: int,
+    every: float,
+    ready: Any,
+    done: Any,
+    figures: Any,
+) -> None:
+    """The probe's process (``Probe``): its figures go to the ``figures`` queue when ``done``."""
+    taken: dict[str, list[float]] = {path: [] for path in paths}
+    failed: Counter[str] = Counter()
+    peak_rss_mb = 0.0
+    with httpx.Client(headers={"X-API-Key": key}, timeout=60) as client:
+        while not done.is_set():
+            for path in paths:
+                started = time.perf_counter()
+                try:
+                    ok = client.get(f"{url}{path}").status_code == 200
+                except httpx.HTTPError as e:
+                    ok, failed[type(e).__name__] = False, failed[type(e).__name__] + 1
+                if ok:
+                    taken[path].append(time.perf_counter() - started)
+                else:
+                    failed[path] += 1
+            ready.set()
+            peak_rss_mb = max(peak_rss_mb, rss_mb(pid))
+            time.sleep(every)
+    out: dict[str, Any] = {"peak_rss_mb": peak_rss_mb}
+    for path, latencies in taken.items():
+        name = "job" if path.startswith("/jobs/") else path.strip("/")
+        out[name] = {**percentiles(latencies), "requests": len(latencies)}
+    figures.put({**out, "failed": dict(failed)})
