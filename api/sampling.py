@@ -11,6 +11,7 @@ CheckpointChanged, and ``retry_on_change`` finds the checkpoint again.
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import ctypes.util
 import hashlib
@@ -20,8 +21,10 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
 
@@ -34,7 +37,7 @@ from gan.checkpoint import BEST_NAME, CheckpointError, load_checkpoint, step_of
 from gan.models import Generator
 from gan.sample import LoadedGenerator, generate, generate_class_rows, read_generator
 from worker.artifacts import ArtifactStore, Entry, checkpoints_key, local_version
-from worker.settings import Settings
+from worker.settings import Settings, lower_priority
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,6 +63,10 @@ _rendered_size = 0
 # Requests are served concurrently by the thread pool; one torch thread each keeps the cores
 # busy without oversubscribing them (the worker, a process of its own, is not affected).
 torch.set_num_threads(1)
+# How much lower the CPU priority of the threads that generate is than the API's (Unix nice:
+# 0 to 19, higher yields more): a burst of sampling then takes the cores only while the event
+# loop and the other routes' threads leave them idle (RELIABILITY.md, "Hostile clients").
+GENERATION_NICE = 10
 freeze_long_lived()  # torch's modules too, now that they are loaded
 
 
@@ -341,6 +348,24 @@ def _store(cache: OrderedDict[Hashable, T], key: Hashable, value: T) -> T:
         while len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
     return value
+
+
+def generating(settings: Settings, work: Callable[[], T]) -> T:
+    """``work()``, run in one of the process's generation threads and waited for. Those threads
+    run at ``GENERATION_NICE`` below the API's priority: with one torch thread each, the whole
+    of a generation's CPU time is spent in them, so that on a busy machine the event loop
+    (``/livez``, streams) and the threads of the other routes (``GET /jobs/{id}``) are scheduled
+    first, while the generation gets every idle cycle. As many threads as ``max_samplings``,
+    which bounds how many generate at once."""
+    context = contextvars.copy_context()  # the request's log context goes along
+    return _generation_threads(settings.max_samplings).submit(context.run, work).result()
+
+
+@lru_cache
+def _generation_threads(size: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(
+        size, "generate", initializer=lower_priority, initargs=(GENERATION_NICE,)
+    )
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import logging
 from worker.artifacts import ArtifactStoreError
 from worker.celery_app import app
 from worker.reconcile import Reconciler
-from worker.settings import Settings, get_settings
+from worker.settings import Settings, get_settings, lower_priority
 from worker.slot import SlotBeat, apply_limits, get_slot_settings
 from worker.tasks import worker_id
 from worker.webhooks import Dispatcher
@@ -31,8 +31,10 @@ def check_artifacts(settings: Settings, who: str) -> bool:
 
 def run_worker(loglevel: str = "INFO") -> None:
     """Run a Celery worker in this process, one job at a time, no forking (CUDA-safe), with the
-    reconciler, the slot's heartbeat and the webhook dispatcher in threads beside it."""
+    reconciler, the slot's heartbeat and the webhook dispatcher in threads beside it, all at
+    ``worker_nice`` below the priority it was started with."""
     settings, slot = get_settings(), get_slot_settings()
+    lower_priority(settings.worker_nice)  # before any thread starts: they all inherit it
     check_artifacts(settings, "worker")
     apply_limits(slot)
     stop = Reconciler(settings, app).start(alone=not slot.worker)

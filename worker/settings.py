@@ -8,7 +8,9 @@ filesystem broker, both under ``var/``.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 from functools import lru_cache
 from pathlib import Path, PurePath
 from typing import Annotated, Literal
@@ -18,12 +20,32 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.artifacts import DATASETS, JUDGES, ArtifactStore, checkpoints_key, job_key, open_store
 
+log = logging.getLogger(__name__)
+
+# Nice levels a worker's training runs below the API by default (``Settings.worker_nice``).
+WORKER_NICE = 10
+
 
 def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity, where the OS has one)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def lower_priority(by: int) -> None:
+    """Lower the calling thread's CPU priority ``by`` nice levels (Unix nice, 19 at most);
+    threads and processes it starts afterwards inherit it. Linux schedules each thread on its
+    own, so called first thing in a process it lowers the whole process. Where the OS has no
+    nice, or refuses, the thread keeps its priority."""
+    if by <= 0 or not hasattr(os, "setpriority"):
+        return
+    thread = threading.get_native_id()
+    try:
+        now = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, now + by))
+    except OSError as e:
+        log.warning("keeping the CPU priority: %s", e)
 
 
 # Sample requests answered at once by default: one per core, at most four. On the 2-core
@@ -71,6 +93,11 @@ class Settings(BaseSettings):
     # Seconds a worker's lease on its job lasts unless renewed (it renews every third of that):
     # a worker silent for longer is presumed lost, and the reconciler requeues its job.
     lease_s: float = Field(60.0, gt=0)
+    # Nice levels a worker lowers its CPU priority by (0 to 19): training is batch work, so on
+    # a machine it shares with the API (`gan serve` starts one beside it) the API's requests
+    # are served first and training gets every cycle they leave idle. Alone on its machine it
+    # makes no difference.
+    worker_nice: int = Field(WORKER_NICE, ge=0, le=19)
     # Seconds between the reconciler's passes over lost workers' jobs and a broker's lost data.
     reconcile_every_s: float = Field(15.0, gt=0)
     # Seconds a queued job may go without a message waiting in the broker's queue before the

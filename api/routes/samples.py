@@ -256,10 +256,13 @@ def respond(
         if not_modified(if_none_match, etag):
             return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=cache)
 
+        def generate() -> tuple[LoadedGenerator, tuple[bytes, str, str]]:
+            loaded = sampling.load(found, ema)
+            return loaded, render(loaded)
+
         def make() -> tuple[bytes, tuple[str, dict[str, str]]]:
             with sampling.slot(client, settings):
-                loaded = sampling.load(found, ema)
-                body, media_type, filename = render(loaded)
+                loaded, (body, media_type, filename) = sampling.generating(settings, generate)
             return body, (media_type, {
                 "X-Checkpoint-Step": str(loaded.step),
                 "X-Checkpoint": found.kind,

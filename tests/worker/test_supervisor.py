@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from harness.services import Service, wait_for
+from worker.settings import WORKER_NICE
 from worker.supervisor import plan_slots
 
 # Small, fast jobs: the 8-Gaussian ring (no data files to read), no evaluations; many steps, so
@@ -103,6 +104,12 @@ def slot_pid(service: Service, job_id: str) -> int:
     return int(service.job(job_id)["worker"].rsplit("/", 1)[1])
 
 
+def nice_of_threads(pid: int) -> list[int]:
+    """The nice value of each thread of process ``pid`` (field 19 of /proc/…/stat)."""
+    stats = Path(f"/proc/{pid}/task").glob("*/stat")
+    return [int(stat.read_text().rsplit(")", 1)[1].split()[16]) for stat in stats]
+
+
 def running_at_once(service: Service, job_ids: list[str], step: int) -> list[dict[str, Any]]:
     """The jobs, once all of them are running past ``step`` at the same time."""
     jobs = [service.job(job_id) for job_id in job_ids]
@@ -140,6 +147,7 @@ def test_two_slots_train_two_jobs_at_once_and_a_killed_one_loses_only_its_job(
     assert (listing["slots_total"], listing["slots_busy"]) == (2, 2)
 
     killed = slot_pid(service, a)
+    assert set(nice_of_threads(killed)) == {min(19, os.nice(0) + WORKER_NICE)}  # yields to the API
     os.kill(killed, signal.SIGKILL)  # as the kernel's out-of-memory killer would
     wait_for(lambda: service.job(b)["state"] == "succeeded", SLOW, "the other job to finish")
     wait_for(lambda: service.job(a)["state"] == "succeeded", SLOW, "the killed job to resume")

@@ -1,0 +1,42 @@
+import contextvars
+import os
+import threading
+
+import pytest
+
+from worker.settings import Settings
+
+NICE = pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread nice here")
+REQUEST = contextvars.ContextVar("request", default="none")
+
+
+def nice_of_this_thread() -> tuple[int, int]:
+    """(the calling thread's nice value, its id)."""
+    thread = threading.get_native_id()
+    return os.getpriority(os.PRIO_PROCESS, thread), thread
+
+
+@NICE
+def test_generation_runs_in_threads_below_the_api_s_priority():
+    from api import sampling
+
+    settings = Settings(max_samplings=3)
+    nice, thread = sampling.generating(settings, nice_of_this_thread)
+    api_nice, api_thread = nice_of_this_thread()
+    assert thread != api_thread
+    assert nice == min(19, api_nice + sampling.GENERATION_NICE)
+    assert api_nice == nice_of_this_thread()[0]  # the caller's own priority is untouched
+
+
+def test_generation_sees_the_request_s_context_and_raises_its_errors():
+    from api import sampling
+
+    settings = Settings(max_samplings=3)
+    REQUEST.set("job-1")
+    assert sampling.generating(settings, REQUEST.get) == "job-1"  # the log context goes along
+
+    def fails() -> None:
+        raise ValueError("label must be a class")
+
+    with pytest.raises(ValueError, match="label must be a class"):
+        sampling.generating(settings, fails)
