@@ -10,6 +10,7 @@ import anyio
 from celery import Celery
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from api.errors import STORE_ERRORS, too_many_requests
@@ -21,20 +22,30 @@ from worker.store.db import get_engine
 from worker.store.models import Job, Sweep
 
 log = logging.getLogger(__name__)
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def settings_now(request: Request) -> Settings:
-    """The settings ``SettingsDep`` gives (``get_settings``, or what a test put in its place),
-    for a dependency on the event loop: ``SettingsDep``, a sync dependency, would first take a
-    thread of the pool that runs every sync route, which is what a check on the event loop is
-    there to spare (``api.routes.samples.sampling_room``)."""
+    """The settings: ``get_settings()`` (read once, then cached), or what a test put in its
+    place (``app.dependency_overrides[get_settings]``)."""
     provider = request.app.dependency_overrides.get(get_settings, get_settings)
     settings: Settings = provider()
     return settings
 
 
+async def current_settings(request: Request) -> Settings:
+    """``settings_now``, on the event loop. A dependency that is a plain function runs in a
+    thread of the pool that serves every sync route, and each such hop waits for a thread and
+    then for the event loop to take its result: under a burst of requests (RELIABILITY.md,
+    "Hostile clients") every hop a route makes adds that wait, so the dependencies that do no
+    I/O are async."""
+    return settings_now(request)
+
+
+SettingsDep = Annotated[Settings, Depends(current_settings)]
+
+
 _closers: list[anyio.CapacityLimiter] = []  # made on first use: it needs the event loop
+_engine: dict[str, Engine] = {}  # get_engine's of the last URL asked for, without a thread hop
 
 
 async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
@@ -52,7 +63,11 @@ async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
     can no longer be answered, and uvicorn would close the client's kept-alive connection
     (closing rolls back an open transaction, which fails when the store went away meanwhile;
     the dead connection is dropped from the pool all the same)."""
-    engine = await anyio.to_thread.run_sync(get_engine, settings.database_url)
+    engine = _engine.get(settings.database_url)
+    if engine is None:  # made (and its schema migrated) on first use, in a thread
+        engine = await anyio.to_thread.run_sync(get_engine, settings.database_url)
+        _engine.clear()
+        _engine[settings.database_url] = engine
     session = Session(engine, expire_on_commit=False)
     try:
         yield session

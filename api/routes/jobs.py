@@ -280,9 +280,11 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
-def get_job(job: JobDep, request: Request) -> JobOut:
+async def get_job(job: JobDep, request: Request) -> JobOut:
     """A job's state, progress (step, images/s, ETA), latest losses, latest and best quality
     metrics, warnings, timestamps, resolved config and links."""
+    # async: the job is read (JobDep) and its view made without I/O, so neither it nor its
+    # response's validation takes a thread hop (``api.deps.current_settings`` says why).
     return job_out(job, request)
 
 
