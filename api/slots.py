@@ -29,10 +29,10 @@ ANY_KEY = ""  # what ``Slots.admit`` counts for (a client key is "key:…" or "a
 
 
 class Slots:
-    """At most ``per_key`` held at once per key and ``total`` in all. Thread-safe: sync routes
-    run in threads, streams in the event loop."""
+    """At most ``per_key`` held at once per key and ``total`` in all (None: no bound in all).
+    Thread-safe: sync routes run in threads, streams in the event loop."""
 
-    def __init__(self, what: str, per_key: int, total: int, retry_after: float) -> None:
+    def __init__(self, what: str, per_key: int, total: int | None, retry_after: float) -> None:
         self.what, self.per_key, self.total, self.retry_after = what, per_key, total, retry_after
         self._held: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -67,7 +67,7 @@ class Slots:
                 raise too_many_requests(
                     f"at most {self.per_key} {self.what} at once per API key", self.retry_after
                 )
-            if self._held.total() >= self.total:
+            if self.total is not None and self._held.total() >= self.total:
                 raise self._full()
             self._held[counted] += 1
         given_back = threading.Event()
@@ -85,7 +85,7 @@ class Slots:
 
 
 @lru_cache
-def slots_for(what: str, per_key: int, total: int, retry_after: float) -> Slots:
+def slots_for(what: str, per_key: int, total: int | None, retry_after: float) -> Slots:
     """The process's ``Slots`` for ``what`` ("event streams", "sample requests") and these
     bounds, shared by all requests."""
     return Slots(what, per_key, total, retry_after)
@@ -93,11 +93,8 @@ def slots_for(what: str, per_key: int, total: int, retry_after: float) -> Slots:
 
 def sampling_slots(settings: Settings) -> Slots:
     """Sample and interpolation requests generating at once: ``samplings_per_key`` per key.
-    (Their total is bounded already by ``sampling_admissions``, which each of them holds.)"""
-    return slots_for(
-        "sample requests", settings.samplings_per_key, settings.max_samplings,
-        SAMPLING_RETRY_AFTER_S,
-    )  # fmt: skip
+    No bound in all: ``sampling_admissions``, which each of them holds first, is that bound."""
+    return slots_for("sample requests", settings.samplings_per_key, None, SAMPLING_RETRY_AFTER_S)
 
 
 def stream_slots(settings: Settings) -> Slots:

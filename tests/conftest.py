@@ -87,6 +87,16 @@ def quick_mnist_judge(tmp_path_factory: pytest.TempPathFactory, mnist: Dataset) 
     return path
 
 
+def cache_judge(judge: Path, settings: Settings, cwd: Path = Path()) -> None:
+    """Put ``judge`` in the judge cache of processes on ``settings`` started in ``cwd`` (where
+    relative paths are), as a worker that trained one before leaves it: their evaluations
+    score with it instead of training the worker's own (a minute of the CPU, which
+    tests/gan/test_judge.py covers)."""
+    judges = cwd / settings.judges_dir
+    judges.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(judge, judges / judge.name)
+
+
 def first(dataset: Dataset, n: int) -> Dataset:
     """The first ``n`` samples of ``dataset``."""
     return dataclasses.replace(dataset, data=dataset.data[:n], labels=dataset.labels[:n])

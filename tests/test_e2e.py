@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 import signal
 import uuid
 from collections.abc import Iterator
@@ -26,9 +25,10 @@ from sqlalchemy import create_engine, text
 
 from gan.checkpoint import load_checkpoint
 from harness.services import GAN, Service, events_of, free_port, wait_for
-from tests.conftest import REDIS_URL, require_service
+from tests.conftest import REDIS_URL, cache_judge, require_service
 from tests.quality import digit_statistics, looks_like_digits
 from worker.celery_app import TRAIN_TASK
+from worker.settings import Settings
 
 __all__ = ["GAN", "Service", "events_of", "free_port", "wait_for"]  # also imported from here
 
@@ -36,20 +36,10 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cache_judge(judge: Path, folder: Path) -> None:
-    """Put ``judge`` in the judge cache of the processes started in ``folder`` (the default
-    artifacts folder, var/artifacts/judges/), as a worker that trained one before leaves it: the
-    evaluations of MNIST jobs score with it instead of training one (a minute of the CPU, which
-    tests/gan/test_judge.py covers)."""
-    judges = folder / "var" / "artifacts" / "judges"
-    judges.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(judge, judges / judge.name)
-
-
 @pytest.fixture
 def embedded(tmp_path: Path, mnist_dir: Path, quick_mnist_judge: Path) -> Iterator[Service]:
     service = Service(tmp_path, {"GAN_DATA_DIR": str(mnist_dir)})  # the rest: defaults
-    cache_judge(quick_mnist_judge, tmp_path)
+    cache_judge(quick_mnist_judge, Settings(), tmp_path)  # the processes' defaults
     yield service
     service.stop()
 
@@ -105,7 +95,7 @@ def test_redis_and_postgres_end_to_end(
     tmp_path: Path, mnist_dir: Path, postgres_url: str, quick_mnist_judge: Path
 ) -> None:
     require_service("Redis", 6379)
-    cache_judge(quick_mnist_judge, tmp_path)
+    cache_judge(quick_mnist_judge, Settings(), tmp_path)  # the processes' defaults
     queue = f"test-{uuid.uuid4().hex[:8]}"
     service = Service(
         tmp_path,

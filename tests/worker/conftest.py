@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import cache_judge
 from worker.settings import Settings
 
 
@@ -17,6 +17,5 @@ def database_url(sqlite_or_postgres: str) -> str:
 @pytest.fixture
 def settings(settings: Settings, quick_mnist_judge: Path) -> Settings:
     """The shared settings, with the quick MNIST judge in the worker's judge cache."""
-    settings.judges_dir.mkdir(parents=True)
-    shutil.copy2(quick_mnist_judge, settings.judges_dir / quick_mnist_judge.name)
+    cache_judge(quick_mnist_judge, settings)
     return settings

@@ -5,13 +5,13 @@ with a reason when the store is gone, carrying on through a restart of the store
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 
 import pytest
 
 from gan.checkpoint import load_checkpoint
+from tests.conftest import cache_judge
 from worker.artifacts import ArtifactStore, ArtifactStoreError, checkpoints_key
 from worker.store import jobs
 from worker.store.db import session_scope
@@ -83,8 +83,7 @@ def host(settings, name: str, quick_mnist_judge=None):
     the job store and the object store)."""
     other = settings.model_copy(update={"cache_dir": settings.cache_dir.parent / name})
     if quick_mnist_judge is not None:
-        other.judges_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(quick_mnist_judge, other.judges_dir / quick_mnist_judge.name)
+        cache_judge(quick_mnist_judge, other)
     return other
 
 
