@@ -130,17 +130,18 @@ def test_redis_and_postgres_end_to_end(
 
 def test_stopped_or_killed_worker_resumes_from_checkpoint(embedded: Service) -> None:
     embedded.serve("--no-worker")
-    job_id = embedded.submit({"max_steps": 1200, "checkpoint_every": 100, "log_every": 20})
+    spec = {"max_steps": 600, "checkpoint_every": 50, "log_every": 10, "eval_every": 0}
+    job_id = embedded.submit(spec)
 
     worker = embedded.start("worker")
-    wait_for(lambda: (embedded.job(job_id)["checkpoint_step"] or 0) >= 200, 120, "step 200")
+    wait_for(lambda: (embedded.job(job_id)["checkpoint_step"] or 0) >= 100, 120, "step 100")
     worker.send_signal(signal.SIGTERM)  # warm shutdown: checkpoint, requeue, exit
     assert worker.wait(timeout=60) == 0
     stopped = embedded.job(job_id)  # checkpointed where it stopped, and back in the queue
     assert stopped["state"] == "queued" and stopped["checkpoint_step"] == stopped["step"]
 
     worker = embedded.start("worker")
-    wait_for(lambda: embedded.job(job_id)["step"] >= stopped["step"] + 300, 120, "progress")
+    wait_for(lambda: embedded.job(job_id)["step"] >= stopped["step"] + 150, 120, "progress")
     worker.send_signal(signal.SIGKILL)  # no warning at all
     worker.wait(timeout=10)
     killed_at = embedded.job(job_id)
@@ -148,7 +149,7 @@ def test_stopped_or_killed_worker_resumes_from_checkpoint(embedded: Service) -> 
 
     embedded.start("worker")  # finds the orphaned running job and requeues it
     wait_for(lambda: embedded.job(job_id)["state"] == "succeeded", 180, "success", every=0.5)
-    assert embedded.job(job_id)["step"] == 1200
+    assert embedded.job(job_id)["step"] == 600
     logs = embedded.logs()
     assert f"resumed from step-{stopped['step']:08d}.pt" in logs
     assert logs.count("its worker was lost; requeued") == 1  # only the killed worker's job
@@ -160,9 +161,9 @@ def test_sigkilled_worker_job_resumes_on_another_worker(redis_postgres: Service)
     service.serve("--no-worker")
     first = service.start("worker")
     job_id = service.submit(
-        {"max_steps": 1500, "checkpoint_every": 100, "log_every": 20, "eval_every": 0}
+        {"max_steps": 800, "checkpoint_every": 50, "log_every": 10, "eval_every": 0}
     )
-    wait_for(lambda: (service.job(job_id)["checkpoint_step"] or 0) >= 200, 120, "step 200")
+    wait_for(lambda: (service.job(job_id)["checkpoint_step"] or 0) >= 100, 120, "step 100")
     first.send_signal(signal.SIGKILL)  # no warning at all
     first.wait(timeout=10)
     killed = service.job(job_id)
@@ -178,7 +179,7 @@ def test_sigkilled_worker_job_resumes_on_another_worker(redis_postgres: Service)
     wait_for(lambda: service.job(job_id)["state"] == "succeeded", 240, "success", every=0.5)
 
     job = service.job(job_id)
-    assert (job["step"], job["checkpoint_step"], job["attempts"]) == (1500, 1500, 2)
+    assert (job["step"], job["checkpoint_step"], job["attempts"]) == (800, 800, 2)
     states = [data["state"] for kind, data in events_of(service, job_id) if kind == "state"]
     assert states == ["queued", "running", "queued", "running", "succeeded"]
     logs = service.logs()
@@ -187,11 +188,11 @@ def test_sigkilled_worker_job_resumes_on_another_worker(redis_postgres: Service)
     ]
     assert len(resumed) == 1  # trained by one worker after the kill
     lost_steps = killed["step"] - resumed[0]
-    assert 0 <= lost_steps <= 100, lost_steps  # at most one checkpoint interval is lost
+    assert 0 <= lost_steps <= 50, lost_steps  # at most one checkpoint interval is lost
     assert f"job {job_id}: busy" in logs  # the duplicate was dropped
     final = load_checkpoint(Path(service.tmp_path, "var/artifacts/jobs", job_id,
-                                 "checkpoints", "step-00001500.pt"))  # fmt: skip
-    assert final["step"] == 1500
+                                 "checkpoints", "step-00000800.pt"))  # fmt: skip
+    assert final["step"] == 800
 
 
 def test_queued_jobs_survive_redis_losing_its_data(redis_postgres: Service) -> None:
