@@ -68,3 +68,20 @@ def test_reports_show_the_data_row_and_the_fid_table():
     assert "| **stable** (2 seeds, 100 steps) | 10.5 ± 0.5 | 1.5 ± 0 | 5 |" in fid_report(
         fids, "stable"
     )
+
+
+def test_score_on_mnist_trains_the_judge_when_none_is_cached(tmp_path, mnist_dir, monkeypatch):
+    """The FID bench makes its evaluator outside inference mode: with no judge cached it trains
+    one (in inference mode that raised "element 0 of tensors does not require grad")."""
+    import gan.judge
+    from gan.config import resolve
+    from gan.data import load_dataset
+    from gan.train import train
+    from harness.modes import score
+
+    monkeypatch.setattr(gan.judge, "JUDGE_STEPS", 5)  # a judge of a few steps: this is plumbing
+    cfg = resolve("classic", max_steps=2, eval_every=0, log_every=2, checkpoint_every=2)
+    result = train(cfg, load_dataset("mnist", mnist_dir, download=False), tmp_path / "run")
+    figures = score("mnist", result.checkpoint, 0, mnist_dir, tmp_path / "cache")
+    assert (tmp_path / "cache" / "judge-mnist.pt").is_file()
+    assert math.isfinite(figures["fid"]) and figures["fid"] > figures["fid_baseline"] > 0
