@@ -4,16 +4,11 @@ import threading
 
 import pytest
 
+from tests.worker.test_settings import nice_of_this_thread
 from worker.settings import Settings
 
 NICE = pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread nice here")
 REQUEST = contextvars.ContextVar("request", default="none")
-
-
-def nice_of_this_thread() -> tuple[int, int]:
-    """(the calling thread's nice value, its id)."""
-    thread = threading.get_native_id()
-    return os.getpriority(os.PRIO_PROCESS, thread), thread
 
 
 @NICE
@@ -21,11 +16,13 @@ def test_generation_runs_in_threads_below_the_api_s_priority():
     from api import sampling
 
     settings = Settings(max_samplings=3)
-    nice, thread = sampling.generating(settings, nice_of_this_thread)
-    api_nice, api_thread = nice_of_this_thread()
-    assert thread != api_thread
+    api_nice = nice_of_this_thread()
+    nice, thread = sampling.generating(
+        settings, lambda: (nice_of_this_thread(), threading.get_native_id())
+    )
+    assert thread != threading.get_native_id()
     assert nice == min(19, api_nice + sampling.GENERATION_NICE)
-    assert api_nice == nice_of_this_thread()[0]  # the caller's own priority is untouched
+    assert nice_of_this_thread() == api_nice  # the caller's own priority is untouched
 
 
 def test_generation_sees_the_request_s_context_and_raises_its_errors():
