@@ -70,9 +70,9 @@ def serve(host: str, port: int, with_worker: bool, processes: int = 1) -> None:
         + f"\n  access     {guard}",
         flush=True,
     )
-    from worker.main import check_artifacts
+    from worker.artifacts import check_store  # not worker.main: the API needs no torch to start
 
-    check_artifacts(settings, "api")  # logs which store, and why it cannot be used
+    check_store(settings.artifacts(), "api")  # logs which store, and why it cannot be used
     worker = subprocess.Popen([sys.executable, "-m", "worker"]) if with_worker else None
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found before:
     # make that a clean exit, so the `finally` below always stops the worker.

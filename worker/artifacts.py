@@ -342,6 +342,18 @@ def _remote_options(protocol: str) -> dict[str, Any]:
     }
 
 
+def check_store(store: ArtifactStore, who: str) -> bool:
+    """Log, at start-up, the artifact store and whether it can be used (the job it cannot
+    write to fails with the same reason, and /readyz says it too)."""
+    try:
+        store.check()
+    except ArtifactStoreError as e:
+        log.error("%s: the artifact store cannot be used: %s", who, e)
+        return False
+    log.info("%s: artifacts in %s", who, store.url if store.remote else store.folder.absolute())
+    return True
+
+
 @lru_cache
 def open_store(url: str, cache_dir: str, retry_s: float) -> ArtifactStore:
     return ArtifactStore(url, Path(cache_dir), retry_s)

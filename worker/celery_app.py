@@ -34,6 +34,9 @@ def make_celery(settings: Settings) -> Celery:
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "control_folder": str(folder / "control"),
+            # A listing of the queue folder every 0.1 s rather than every 1 s (kombu's default):
+            # a job starts sooner, and a worker told to stop notices it sooner.
+            "polling_interval": 0.1,
         }
     app.conf.update(
         broker_transport_options=transport_options,
