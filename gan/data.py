@@ -10,7 +10,9 @@ Sources (``gan.config.DATASETS`` names them):
   row-major. Images are 2051 (3 dimensions), labels 2049 (1 dimension); files may be gzipped.
   Fetched by torchvision where they are missing and the network allows.
 - cifar10: torchvision's CIFAR10, both splits.
-- stacked-mnist: three random MNIST digits in the R, G, B channels (1000 modes).
+- stacked-mnist: three random MNIST digits in the R, G, B channels (1000 modes). Its tensor is a
+  fixed sample of 50,000 triples (for evaluation and export); training draws fresh triples of the
+  digits for every batch (``Dataset.digits``, ``stack_digits``).
 - ring8, grid25: 2D Gaussian mixtures, the classic mode-collapse benchmarks.
 - an uploaded dataset's id: images.npy/labels.npy/meta.json written by ``ingest_images``.
 """
@@ -70,6 +72,11 @@ class Dataset:
     data: torch.Tensor  # uint8 (N, C, H, W) images, or float32 (N, D) points
     labels: torch.Tensor  # int64 (N,), 0..num_classes−1
     num_classes: int
+    # Stacked MNIST only: the single-channel digits (uint8 (M, 1, H, W) images, int64 (M,) labels)
+    # that its samples stack. The trainer draws fresh triples of them for every batch, so it learns
+    # the distribution itself rather than ``data``'s 50,000 draws from it, whose own uneven mode
+    # counts would put a floor under the KL a faithful generator can reach (BENCHMARKS.md).
+    digits: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.labels.shape != (self.data.shape[0],):
@@ -88,6 +95,11 @@ class Dataset:
 
     def __len__(self) -> int:
         return self.data.shape[0]
+
+    def resized(self, size: int) -> Dataset:
+        """The same images at ``size`` squared (bilinear with antialiasing), digits included."""
+        digits = None if self.digits is None else (resize(self.digits[0], size), self.digits[1])
+        return Dataset(self.name, resize(self.data, size), self.labels, self.num_classes, digits)
 
 
 def load_dataset(
@@ -125,9 +137,7 @@ def load_dataset(
             f"unknown dataset {name!r}: use one of {list(DATASETS)} or an uploaded dataset's id"
         )
     if image_size and image_size != dataset.data.shape[-1]:
-        dataset = Dataset(
-            dataset.name, resize(dataset.data, image_size), dataset.labels, dataset.num_classes
-        )
+        dataset = dataset.resized(image_size)
     return dataset
 
 
@@ -260,12 +270,21 @@ def stacked_mnist(
     images: torch.Tensor, labels: torch.Tensor, n: int = STACKED_MNIST_SIZE, seed: int = SEED
 ) -> Dataset:
     """Stacked MNIST (Metz et al. 2017): ``n`` samples of three MNIST digits a, b, c drawn at
-    random into the R, G, B channels; label 100·a + 10·b + c, so 1000 modes."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(images.shape[0], (n, 3), generator=g)
-    data = images[idx, 0]  # (n, 3, 28, 28): channel k is digit idx[:, k]
-    digits = labels[idx]
-    return Dataset("stacked-mnist", data, digits @ torch.tensor([100, 10, 1]), 1000)
+    random into the R, G, B channels; label 100·a + 10·b + c, so 1000 modes. The digits come
+    along (``Dataset.digits``) for the trainer to draw fresh triples from."""
+    data, stacked_labels = stack_digits(images, labels, n, torch.Generator().manual_seed(seed))
+    return Dataset("stacked-mnist", data, stacked_labels, 1000, digits=(images, labels))
+
+
+def stack_digits(
+    images: torch.Tensor, labels: torch.Tensor, n: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` triples of digits drawn uniformly with replacement by ``generator`` from ``images``
+    (M, 1, H, W), on their device: images (n, 3, H, W) whose channel k is the k-th digit, and
+    labels 100·a + 10·b + c."""
+    idx = torch.randint(images.shape[0], (n, 3), generator=generator).to(images.device)
+    place = torch.tensor([100, 10, 1], device=labels.device)
+    return images[idx, 0], labels[idx] @ place
 
 
 def gaussian_mixture(

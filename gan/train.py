@@ -48,7 +48,7 @@ import torch
 
 from gan import checkpoint as ckpt
 from gan.config import ConfigError, TrainConfig, check_data
-from gan.data import Dataset, to_unit_range
+from gan.data import Dataset, stack_digits, to_unit_range
 from gan.errors import first_line
 from gan.interrupt import StepGuard, StepInterrupted, interruptible
 from gan.models import Generator
@@ -137,17 +137,31 @@ class EpochSampler:
 
 class RealBatches:
     """Batch number k of the data, as D takes it, on the device: (images in [−1, 1] or points,
-    labels when the run is conditional, else None); ``gan.steps.RealBatch``."""
+    labels when the run is conditional, else None); ``gan.steps.RealBatch``.
+
+    A dataset that stacks digits (Stacked MNIST) gets fresh triples for every batch, drawn by a
+    generator seeded with (seed, k): like ``EpochSampler``'s order, a pure function of (seed, k).
+    """
 
     def __init__(self, cfg: TrainConfig, dataset: Dataset, s: TrainState) -> None:
-        data = to_unit_range(dataset.data) if dataset.is_image else dataset.data.float()
-        self.data, self.labels = data.to(s.device), dataset.labels.to(s.device)
-        self.conditional = s.num_classes > 0
-        self.sampler = EpochSampler(len(data), cfg.batch_size, cfg.seed, s.device)
+        self.conditional, self.seed, self.batch_size = s.num_classes > 0, cfg.seed, cfg.batch_size
+        self.digits: tuple[torch.Tensor, torch.Tensor] | None = None
+        if dataset.digits is not None:  # on the device: 10,000 digits rather than 50,000 triples
+            images, labels = dataset.digits
+            self.digits = (to_unit_range(images).to(s.device), labels.to(s.device))
+        else:
+            data = to_unit_range(dataset.data) if dataset.is_image else dataset.data.float()
+            self.data, self.labels = data.to(s.device), dataset.labels.to(s.device)
+            self.sampler = EpochSampler(len(data), cfg.batch_size, cfg.seed, s.device)
 
     def __call__(self, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        index = self.sampler.batch(k)
-        return self.data[index], (self.labels[index] if self.conditional else None)
+        if self.digits is not None:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
+            images, labels = stack_digits(*self.digits, self.batch_size, g)
+        else:
+            index = self.sampler.batch(k)
+            images, labels = self.data[index], self.labels[index]
+        return images, (labels if self.conditional else None)
 
 
 class Throughput:

@@ -9,13 +9,20 @@ from torch.testing import assert_close
 
 from gan.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from gan.config import PRESETS, resolve
-from gan.data import Dataset, grid25, load_dataset
+from gan.data import Dataset, grid25, load_dataset, stacked_mnist, to_uint8
 from gan.interrupt import SLOW_STEP_S
 from gan.models import build_models
 from gan.sample import generate, load_generator
 from gan.state import TrainState
 from gan.steps import d_step, fake_batch
-from gan.train import EpochSampler, Progress, StoppedBeforeFirstStep, TrainingError, train
+from gan.train import (
+    EpochSampler,
+    Progress,
+    RealBatches,
+    StoppedBeforeFirstStep,
+    TrainingError,
+    train,
+)
 from tests.conftest import first
 from tests.quality import digit_statistics, looks_like_digits
 
@@ -44,6 +51,27 @@ def test_epoch_sampler_covers_each_epoch_once_and_is_a_function_of_seed():
     again = EpochSampler(100, 10, seed=3, device=torch.device("cpu"))
     assert torch.equal(again.batch(13), sampler.batch(13))
     assert not torch.equal(sampler.batch(0), sampler.batch(10))  # a new permutation per epoch
+
+
+def test_stacked_mnist_trains_on_fresh_triples_that_are_a_function_of_seed_and_batch(mnist):
+    data = stacked_mnist(mnist.data, mnist.labels, n=1000)
+    cfg = resolve("stable-conditional", dataset="stacked-mnist", batch_size=64, seed=1)
+    s = TrainState.new(cfg, data.shape, data.num_classes, torch.device("cpu"))
+    images, labels = RealBatches(cfg, data, s)(5)
+    assert images.shape == (64, 3, 28, 28) and labels is not None
+    again, _ = RealBatches(cfg, data, s)(5)
+    assert_close(again, images, rtol=0, atol=0)  # what a resumed run draws for batch 5
+    assert not torch.equal(RealBatches(cfg, data, s)(6)[0], images)
+    assert not torch.equal(RealBatches(dataclasses.replace(cfg, seed=2), data, s)(5)[0], images)
+
+    # Each channel is one of the digits, the label reads them, and the triples are fresh ones, not
+    # the dataset's fixed sample of 1000 (one in 10¹² triples of 10,000 digits).
+    index = {mnist.data[i, 0].numpy().tobytes(): i for i in range(len(mnist))}
+    fixed = {row.numpy().tobytes() for row in data.data}
+    for image, label in zip(to_uint8(images), labels, strict=True):
+        digits = [int(mnist.labels[index[image[c].numpy().tobytes()]]) for c in range(3)]
+        assert label == 100 * digits[0] + 10 * digits[1] + digits[2]
+        assert image.numpy().tobytes() not in fixed
 
 
 def weights(path):
@@ -81,13 +109,22 @@ EXACT_CASES: dict[str, tuple[str, dict]] = {
     "pack": ("dcgan", {"pack": 2}),
     "minibatch-std": ("classic", {"minibatch_std": 4}),
     "stable-points": ("stable", {"dataset": "grid25"}),  # the point defaults of stable
+    "stacked-mnist": ("classic", {"dataset": "stacked-mnist"}),  # fresh triples every batch
 }
+
+
+def case_data(dataset: str | None, mnist: Dataset) -> Dataset:
+    if dataset == "grid25":
+        return small(grid25())
+    if dataset == "stacked-mnist":
+        return small(stacked_mnist(mnist.data[:256], mnist.labels[:256], n=256))
+    return small(mnist)
 
 
 @pytest.mark.parametrize("case", list(EXACT_CASES))
 def test_same_seed_same_weights_and_resume_is_exact(tmp_path, mnist, case):
     preset, overrides = EXACT_CASES[case]
-    data = small(grid25() if overrides.get("dataset") == "grid25" else mnist)
+    data = case_data(overrides.get("dataset"), mnist)
     cfg = resolve(preset, **{**TINY, **overrides, "max_steps": 6, "seed": 1})
     straight = train(cfg, data, tmp_path / "a")
     again = train(cfg, data, tmp_path / "b")
