@@ -5,6 +5,9 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Two pytest processes (pytest-xdist; one per core, at most 4): the tests that start real services
+# run one at a time in one of them (tests/conftest.py), the rest beside them (README: Tests).
+PYTEST_PROCESSES ?= --numprocesses=auto --maxprocesses=4 --dist=loadgroup
 
 # The MNIST IDX files beside this checkout, when present (see README: Data).
 SHARED_MNIST := $(abspath ../shared/data/mnist)
@@ -34,7 +37,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PROCESSES)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -31,6 +31,15 @@ from worker.settings import Settings
 if TYPE_CHECKING:
     from gan.data import Dataset
 
+# `make test` runs the suite in two pytest processes: the service processes a test starts share
+# the cores with the other process's tests. A worker at its default nice (+10) would wait behind
+# those for minutes, so the tests' workers run at their starter's priority (the supervisor's test
+# sets the default back to check it; tests/worker/test_settings.py checks the default itself).
+os.environ.setdefault("GAN_WORKER_NICE", "0")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of two processes on the cores: one torch thread
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # each, here and in the processes tests start
+    torch.set_num_threads(1)  # (the small models here train as fast on one as on two)
+
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("GAN_TEST_DATA_DIR", ROOT.parent / "shared" / "data" / "mnist"))
 REQUIRE_SERVICES = os.environ.get("GAN_REQUIRE_SERVICES") == "1"
@@ -38,6 +47,16 @@ REDIS_URL = os.environ.get("GAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
     "GAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test` runs two processes), the tests that start real API and
+    worker processes, or share Redis's database 7 (``redis_postgres``), run one at a time, in
+    one of the processes, while the other takes the rest: each has the machine's cores to share
+    with at most one other test, never with a second service of its own kind."""
+    for item in items:
+        if item.get_closest_marker("e2e") or "redis_postgres" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("processes"))
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,8 @@ def test_lower_priority_lowers_the_thread_and_what_it_starts_after():
     assert nice_of_this_thread() == outside
 
 
-def test_worker_nice_is_a_nice_level():
+def test_worker_nice_is_a_nice_level(monkeypatch):
+    monkeypatch.delenv("GAN_WORKER_NICE")  # tests/conftest.py sets 0 for the tests' workers
     assert Settings().worker_nice == 10
     assert Settings(worker_nice=0).worker_nice == 0
     with pytest.raises(ValueError, match="worker_nice"):

@@ -131,7 +131,7 @@ def test_two_slots_train_two_jobs_at_once_and_a_killed_one_loses_only_its_job(
 ) -> None:
     service = redis_postgres
     service.serve("--no-worker")
-    supervisor = service.start("worker", "--jobs", "2")
+    supervisor = service.start("worker", "--jobs", "2", env={"GAN_WORKER_NICE": str(WORKER_NICE)})
     a, b = (service.submit({**RING, "max_steps": 600}) for _ in range(2))
     jobs = wait_for(lambda: running_at_once(service, [a, b], 50), SLOW, "both jobs training")
     assert jobs[0]["worker"] != jobs[1]["worker"]  # two slots, one job each
@@ -164,7 +164,7 @@ def test_two_slots_train_two_jobs_at_once_and_a_killed_one_loses_only_its_job(
 def test_sigterm_checkpoints_and_requeues_every_running_job(redis_postgres: Service) -> None:
     service = redis_postgres
     service.serve("--no-worker")
-    supervisor = service.start("worker", "--jobs", "2")
+    supervisor = service.start("worker", "--jobs", "2", env={"GAN_WORKER_NICE": str(WORKER_NICE)})
     ids = [service.submit({**RING, "max_steps": 100_000}) for _ in range(2)]
     wait_for(lambda: running_at_once(service, ids, 60), SLOW, "both jobs training")
     supervisor.send_signal(signal.SIGTERM)
