@@ -75,3 +75,14 @@ def test_score_on_mnist_trains_the_judge_when_none_is_cached(tmp_path, mnist_dir
     figures = score("mnist", result.checkpoint, 0, mnist_dir, tmp_path / "cache")
     assert (tmp_path / "cache" / "judge-mnist.pt").is_file()
     assert math.isfinite(figures["fid"]) and figures["fid"] > figures["fid_baseline"] > 0
+
+
+def test_data_floor_trains_the_judge_when_none_is_cached(tmp_path, mnist_dir, monkeypatch):
+    """As score's: the judge is trained outside inference mode (inside, it raised "element 0 of
+    tensors does not require grad" on the first `bench.modes --bench stacked-mnist` run)."""
+    import gan.judge
+
+    monkeypatch.setattr(gan.judge, "JUDGE_STEPS", 5)  # a judge of a few steps: this is plumbing
+    floor = data_floor(0, mnist_dir, tmp_path / "cache", n=100)
+    assert (tmp_path / "cache" / "judge-mnist.pt").is_file()
+    assert 0 < floor["modes"] <= 100 and 0 <= floor["accuracy"] <= 1
