@@ -14,6 +14,8 @@ for preset in classic dcgan wgan-gp sngan-hinge stable stable-conditional; do
   python3 -m gan train --preset "$preset" --steps 30 --out "$out/smoke-$preset" --data-dir "$data" \
     --set device=cuda --set log_every=10 2>/dev/null | tail -1
 done
+python3 -m gan train --preset stable --steps 30 --out "$out/smoke-stacked" --data-dir "$data" \
+  --set device=cuda --set dataset=stacked-mnist --set log_every=10 2>/dev/null | tail -1
 python3 -m gan train --preset dcgan --steps 30 --out "$out/smoke-acgan" --data-dir "$data" \
   --set device=cuda --set conditional=acgan --set loss=lsgan --set r1_gamma=1 --set r2_gamma=1 \
   --set augment=translation,cutout --set instance_noise=0.1 --set spectral_norm=both 2>/dev/null | tail -1

@@ -19,6 +19,7 @@ from gan.data import (
     ingest_images,
     load_dataset,
     read_idx,
+    stack_digits,
     to_uint8,
     to_unit_range,
 )
@@ -184,6 +185,25 @@ def test_stacked_mnist_stacks_three_digits(mnist_dir):
     assert len(torch.unique(dataset.labels)) > 990  # 50k draws cover nearly all 1000 modes
     again = load_dataset("stacked-mnist", mnist_dir, download=False)
     assert torch.equal(again.data, dataset.data) and torch.equal(again.labels, dataset.labels)
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                          reason="needs CUDA"))],
+)  # fmt: skip
+def test_stack_digits_labels_each_triple_on_the_digits_device(device):
+    """The trainer stacks fresh triples on its own device (on CUDA, integer `@` raised
+    "addmv_impl_cuda not implemented for 'Long'" and failed every Stacked MNIST job there)."""
+    digits = torch.arange(10, dtype=torch.uint8, device=device)
+    images = digits.view(10, 1, 1, 1).expand(10, 1, 2, 2)
+    labels = torch.arange(10, device=device)  # digit i is an image of value i, labelled i
+    triples, stacked = stack_digits(images, labels, 500, torch.Generator().manual_seed(0))
+    assert triples.device.type == stacked.device.type == device
+    assert triples.shape == (500, 3, 2, 2)
+    a, b, c = (triples[:, k, 0, 0].long() for k in range(3))
+    assert torch.equal(stacked, 100 * a + 10 * b + c)
+    assert len(torch.unique(stacked)) > 300  # drawn at random: 500 draws of 1000 modes
 
 
 @pytest.mark.parametrize(
