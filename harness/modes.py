@@ -2,11 +2,12 @@
 ``python -m bench.modes``; its code is here, in harness/, so that tests can test it.
 
     python -m bench.modes --data ../shared/data/mnist --cache CACHE --bench grid25 ring8 \
-        --seeds 5 [--preset stable] [--set pack=2 ...] [--steps N] [--json OUT.json]
+        --seeds 5 [--preset stable] [--set pack=2 ...] [--steps N | --at N,N,...] [--json OUT.json]
 
 Each (benchmark, seed) trains the preset from scratch with nothing set but the dataset and the
 seed (plus ``--set``/``--steps`` when asked, for ablations), its own evaluations off, and then
-scores the final sampling generator (the EMA where the run keeps one):
+scores the final sampling generator (the EMA where the run keeps one); with ``--at 4000,8000,16000``
+one run per seed is scored at each of those steps (a table per budget):
 
 - grid25, ring8: PacGAN's protocol (Lin et al. 2018, Table 1): 2,500 samples; high quality when
   within 3σ of the nearest mode; a mode is covered when at least one high-quality sample falls to
@@ -86,14 +87,16 @@ TARGETS: dict[str, tuple[float, float | None, float]] = {
 }
 
 
-def score(bench: str, checkpoint: Path, seed: int, data: Path, cache: Path) -> dict[str, float]:
-    """The published protocol's figures of the checkpoint's sampling generator."""
-    G, _, _ = load_generator(checkpoint)
+def score(
+    bench: str, checkpoint: Path, seed: int, data: Path, cache: Path, device: str = "cpu"
+) -> dict[str, float]:
+    """The published protocol's figures of the checkpoint's sampling generator, generated and
+    judged on ``device`` (the run's own)."""
+    G, _, _ = load_generator(checkpoint, device)
     if bench == "mnist":  # made outside inference mode: it trains the judge when none is cached
         dataset = load_dataset(bench, data, download=False)
-        evaluator = make_evaluator(
-            dataset, data_dir=data, cache_dir=cache, samples=SAMPLES[bench], seed=seed
-        )
+        evaluator = make_evaluator(dataset, data_dir=data, cache_dir=cache,
+                                   samples=SAMPLES[bench], seed=seed, device=device)  # fmt: skip
         m = evaluator(G)
         return {"fid": m["fid"], "fid_baseline": m["fid_baseline"]}
     with torch.inference_mode():
@@ -105,27 +108,34 @@ def score(bench: str, checkpoint: Path, seed: int, data: Path, cache: Path) -> d
             torch.from_numpy(generate(G, 1000, seed=10_000 + 1000 * seed + i))
             for i in range(SAMPLES[bench] // 1000)
         ])  # fmt: skip
-    m = stacked_mnist_metrics(images, judge_for("stacked-mnist", data, cache))
+    m = stacked_mnist_metrics(images, judge_for("stacked-mnist", data, cache, device))
     return {"modes": m["modes"], "kl": m["kl"]}
 
 
-def run_one(bench: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_one(bench: str, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Train one seed and score it at each budget of ``args.at`` (the run resumes from its own
+    checkpoint for the next, which trains exactly as one uninterrupted run: nothing in a step
+    depends on ``max_steps``), or once at ``--steps`` (the preset's budget when 0)."""
     overrides = {**args.overrides, "dataset": bench, "seed": seed, "eval_every": 0}
-    if args.steps:
-        overrides["max_steps"] = args.steps
-    cfg = resolve(args.preset, **overrides)
-    cfg = resolve(args.preset, **overrides, log_every=cfg.max_steps, checkpoint_every=cfg.max_steps)
+    budgets = args.at or [args.steps or resolve(args.preset, **overrides).max_steps]
     dataset = load_dataset(bench, args.data, download=False)
+    rows, wall = [], 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        result = train(cfg, dataset, Path(tmp))
-        wall = time.perf_counter() - start
-        figures = score(bench, result.checkpoint, seed, args.data, args.cache)
-    return {"bench": bench, "seed": seed, "steps": cfg.max_steps, "wall_s": wall, **figures}
+        for steps in budgets:
+            cfg = resolve(args.preset, **overrides, max_steps=steps, log_every=steps,
+                          checkpoint_every=steps)  # fmt: skip
+            start = time.perf_counter()
+            result = train(cfg, dataset, Path(tmp))
+            wall += time.perf_counter() - start
+            device = str(pick_device(cfg.device))
+            figures = score(bench, result.checkpoint, seed, args.data, args.cache, device)
+            rows.append({"bench": bench, "seed": seed, "steps": steps, "wall_s": wall, **figures})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def data_floor(
-    seed: int, data: Path, cache: Path, n: int = SAMPLES["stacked-mnist"]
+    seed: int, data: Path, cache: Path, n: int = SAMPLES["stacked-mnist"], device: str = "cpu"
 ) -> dict[str, Any]:
     """Stacked MNIST's protocol applied to the data itself: ``n`` fresh triples of the MNIST 10k
     split (drawn with ``seed``), each channel classified by the same judge. The trainer draws
@@ -135,8 +145,8 @@ def data_floor(
     judge's errors)."""
     images, labels = load_idx("mnist", data, download=False)
     triples = stacked_mnist(images, labels, n=n, seed=1_000_000 + seed)
-    judge = judge_for("stacked-mnist", data, cache)  # trained when none is cached: not in
-    start = time.perf_counter()  # inference mode, which leaves nothing to backpropagate
+    judge = judge_for("stacked-mnist", data, cache, device)  # trained when none is cached: not
+    start = time.perf_counter()  # in inference mode, which leaves nothing to backpropagate
     with torch.inference_mode():
         mode = stacked_mnist_modes(triples.data, judge)
     wall = time.perf_counter() - start
@@ -242,6 +252,10 @@ def main() -> None:
     parser.add_argument("--preset", default="stable")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--steps", type=int, default=0, help="max_steps (default: the preset's)")
+    parser.add_argument(
+        "--at", type=lambda v: sorted({int(x) for x in v.split(",")}), default=[],
+        metavar="N,N,...", help="score each seed's run at each of these steps (instead of --steps)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write every row here")
     parser.add_argument(
         "--data-only", action="store_true", help="Stacked MNIST: score only the data, train nothing"
@@ -251,6 +265,8 @@ def main() -> None:
     device = pick_device("auto")
     where = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor()
     print(f"# device: {device} ({where or platform.machine()}), torch {torch.__version__}")
+    if args.at and args.steps:
+        parser.error("--at and --steps are exclusive: --at scores the run at each of its steps")
     label = " ".join([args.preset, *args.set]) + (f" steps={args.steps}" if args.steps else "")
     everything = []
     for bench in args.bench:
@@ -258,9 +274,8 @@ def main() -> None:
         floor = []
         if bench == "stacked-mnist":
             for seed in seeds:
-                floor.append(
-                    {"bench": "stacked-mnist data", **data_floor(seed, args.data, args.cache)}
-                )
+                figures = data_floor(seed, args.data, args.cache, device=str(device))
+                floor.append({"bench": "stacked-mnist data", **figures})
                 print(json.dumps(floor[-1]), flush=True)
             everything += floor
         if args.data_only and floor:
@@ -268,11 +283,10 @@ def main() -> None:
             print(f"\n## {bench}: the data\n\nmodes {modes}, KL {kl}\n{floor_note(floor)}\n")
         if args.data_only:
             continue
-        rows = []
-        for seed in seeds:
-            rows.append(run_one(bench, seed, args))
-            print(json.dumps(rows[-1]), flush=True)
+        rows = [row for seed in seeds for row in run_one(bench, seed, args)]
         everything += rows
-        print(f"\n## {bench}\n\n{report(bench, rows, label, floor)}\n", flush=True)
+        for steps in dict.fromkeys(r["steps"] for r in rows):
+            at = [r for r in rows if r["steps"] == steps]
+            print(f"\n## {bench}, {steps} steps\n\n{report(bench, at, label, floor)}\n", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"label": label, "rows": everything}, indent=1))

@@ -1,3 +1,4 @@
+import argparse
 import math
 import shutil
 
@@ -86,3 +87,19 @@ def test_data_floor_trains_the_judge_when_none_is_cached(tmp_path, mnist_dir, mo
     floor = data_floor(0, mnist_dir, tmp_path / "cache", n=100)
     assert (tmp_path / "cache" / "judge-mnist.pt").is_file()
     assert 0 < floor["modes"] <= 100 and 0 <= floor["accuracy"] <= 1
+
+
+def test_scores_at_several_budgets_are_those_of_separate_runs(tmp_path, mnist_dir):
+    """``--at 3,6`` resumes the seed's run from its 3-step checkpoint to score it at 6: the
+    figures at 6 are those of a run trained 6 steps straight (and differ from those at 3)."""
+    from harness.modes import run_one
+
+    args = argparse.Namespace(
+        preset="stable", overrides={"batch_size": 16}, steps=0, data=mnist_dir, cache=tmp_path
+    )
+    resumed = run_one("grid25", 0, argparse.Namespace(**vars(args), at=[3, 6]))
+    straight = run_one("grid25", 0, argparse.Namespace(**vars(args), at=[6]))
+    assert [r["steps"] for r in resumed] == [3, 6] and straight[0]["steps"] == 6
+    figures = ("modes", "hq", "kl")
+    assert {k: resumed[1][k] for k in figures} == {k: straight[0][k] for k in figures}
+    assert {k: resumed[0][k] for k in figures} != {k: resumed[1][k] for k in figures}
