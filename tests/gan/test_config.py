@@ -118,7 +118,8 @@ def test_stable_follows_the_kind_of_data():
     images, points = resolve("stable"), resolve("stable", dataset="grid25")
     assert images.arch == "dcgan" and points.arch == "mlp"
     differs = {k: v for k, v in points.to_dict().items() if images.to_dict()[k] != v}
-    assert differs == {"dataset": "grid25", "arch": "mlp", "latent_dim": 8}  # STABLE_POINTS
+    assert differs == {"dataset": "grid25", "arch": "mlp", "latent_dim": 8, "max_steps": 24_000,
+                       "batch_size": 256, "ema_decay": 0.999}  # STABLE_POINTS  # fmt: skip
     assert resolve("stable-conditional", dataset="grid25").latent_dim == 8
     assert resolve("classic", dataset="grid25").latent_dim == 100  # only stable's points change
     assert resolve("stable", dataset="ring8") == dataclasses.replace(points, dataset="ring8")
