@@ -6,7 +6,8 @@
 # 2. Issue 18, how the figures move with the budget (bench.modes --at): `stable` on Stacked MNIST,
 #    seeds 0-4, one process each on the GPU, scored at 4000, 8000, 12000 and 16000 steps; and on
 #    grid25 and ring8, seeds 0-1, on the CPU with one thread each (as on the 2-core CPU), scored
-#    at 8000, 16000, 24000 and 32000 steps. Every scored budget is a JSON line in
+#    at 8000, 16000, 24000 and 32000 steps (with stable's point defaults of the day it ran, batch
+#    64 and EMA 0.99; BENCHMARKS.md says how to repeat it). Every scored budget is a JSON line in
 #    OUT_DIR/modes.jsonl as soon as it is measured; the processes are cut off after MODES_S.
 # CACHE_DIR holds the MNIST judge (judge-mnist.pt), trained beforehand so that the processes
 # don't each train one. Everything else the commands print goes to OUT_DIR/log.txt.

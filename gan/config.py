@@ -427,7 +427,7 @@ def _stable(**overrides: Any) -> TrainConfig:
 # - a budget of 24,000 steps, batch 256 and an EMA decay of 0.999: the points' precision (the
 #   share of samples within 3σ of a mode) is what 8,000 steps of batch 64 left short (grid 16%,
 #   ring 73%, seed 0); it keeps climbing with the budget, and the larger batch and the slower
-#   EMA climb faster (grid 88%, ring 93% at 24,000 steps, seed 0; about 6 minutes of one thread).
+#   EMA climb faster (grid 88%, ring 92% at 24,000 steps, 5 seeds; 11-12 minutes of one thread).
 STABLE_POINTS: dict[str, Any] = {
     "latent_dim": 8,
     "max_steps": 24_000,
