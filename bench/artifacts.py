@@ -81,7 +81,8 @@ def sample_figures(settings: Any, data: bytes, reps: int) -> dict[str, float]:
     from worker.store.db import session_scope
 
     app.dependency_overrides[get_settings] = lambda: settings
-    first, cached = [], []
+    first: list[float] = []
+    cached: list[float] = []
     with TestClient(app) as client:
         for _ in range(reps):
             with session_scope(settings.database_url) as session:

@@ -16,6 +16,7 @@ loaded) minus its ``created_at`` (when the API stored it), both server-side cloc
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import statistics
@@ -79,7 +80,7 @@ def main() -> None:
         worker.wait(timeout=60)
         ids = [service.submit(SPEC) for _ in range(args.queued)]
         service.start("worker")
-        jobs = [wait_for(lambda j=i: finished(j), 600, "the queue", every=0.2) for i in ids]
+        jobs = [wait_for(functools.partial(finished, i), 600, "the queue", every=0.2) for i in ids]
         jobs.sort(key=lambda j: j["started_at"])
         pairs = itertools.pairwise(jobs)
         gaps = [seconds(b["started_at"], a["finished_at"]) for a, b in pairs]

@@ -90,19 +90,19 @@ def streams_and_sampling(service: Service, jobs: dict[str, str], args: Any) -> d
         out["with_streams"] = probed(service, jobs, 10)
         probe = Probe(service.url, ["/livez", f"/jobs/{jobs[KEYS[0]]}"], KEYS[0], pid)
         probe.start()
-        statuses: Counter[str] = Counter()
+        sampled: Counter[str] = Counter()
         seconds = []
         for burst in range(args.bursts):
             if burst:
                 time.sleep(2)
             started = time.monotonic()
-            statuses.update(sample_burst(service.url, jobs, args.samplings, args.n))
+            sampled.update(sample_burst(service.url, jobs, args.samplings, args.n))
             seconds.append(round(time.monotonic() - started, 1))
         out["sampling"] = {
             "asked": args.samplings,
             "n": args.n,
             "bursts": args.bursts,
-            "statuses": dict(statuses),
+            "statuses": dict(sampled),
             "seconds": seconds,
         }
         time.sleep(2)
@@ -115,9 +115,9 @@ def streams_and_sampling(service: Service, jobs: dict[str, str], args: Any) -> d
     finally:
         for s in streams:
             s.close()
-    for seconds in (5, 15):  # anyio's idle threads (and their stacks) exit after 10 s
-        time.sleep(seconds - (5 if seconds == 15 else 0))
-        out[f"rss_mb_{seconds}s_after"] = rss_mb(pid)
+    for after_s in (5, 15):  # anyio's idle threads (and their stacks) exit after 10 s
+        time.sleep(after_s - (5 if after_s == 15 else 0))
+        out[f"rss_mb_{after_s}s_after"] = rss_mb(pid)
         out[f"over_idle_{seconds}s_after"] = round(rss_mb(pid) / out["idle_rss_mb"], 3)
     return out
 
