@@ -118,7 +118,7 @@ def streams_and_sampling(service: Service, jobs: dict[str, str], args: Any) -> d
     for after_s in (5, 15):  # anyio's idle threads (and their stacks) exit after 10 s
         time.sleep(after_s - (5 if after_s == 15 else 0))
         out[f"rss_mb_{after_s}s_after"] = rss_mb(pid)
-        out[f"over_idle_{seconds}s_after"] = round(rss_mb(pid) / out["idle_rss_mb"], 3)
+        out[f"over_idle_{after_s}s_after"] = round(rss_mb(pid) / out["idle_rss_mb"], 3)
     return out
 
 
