@@ -59,6 +59,7 @@ from gan.judge import judge_for
 from gan.metrics import (
     class_histogram,
     class_kl,
+    digits_kl,
     published_mixture_metrics,
     stacked_mnist_metrics,
     stacked_mnist_modes,
@@ -109,7 +110,7 @@ def score(
             for i in range(SAMPLES[bench] // 1000)
         ])  # fmt: skip
     m = stacked_mnist_metrics(images, judge_for("stacked-mnist", data, cache, device))
-    return {"modes": m["modes"], "kl": m["kl"]}
+    return {"modes": m["modes"], "kl": m["kl"], "digits_kl": m["digits_kl"]}
 
 
 def run_one(bench: str, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -160,6 +161,7 @@ def floor_figures(mode: torch.Tensor, true_mode: torch.Tensor) -> dict[str, floa
     return {
         "modes": float((hist > 0).sum()),
         "kl": class_kl(hist, uniform),
+        "digits_kl": digits_kl(mode),
         "accuracy": float((mode == true_mode).double().mean()),
         "kl_true": class_kl(class_histogram(true_mode, 1000), uniform),
     }

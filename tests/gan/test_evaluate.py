@@ -152,7 +152,7 @@ def test_stacked_mnist_is_scored_by_modes_and_kl(judge, mnist):
     assert evaluator.key == "kl"
     bank = to_unit_range(dataset.data)
     good = evaluator(Replay(bank))
-    assert set(good) == {"modes", "kl", "mode_spread", "diversity"}
+    assert set(good) == {"modes", "kl", "digits_kl", "mode_spread", "diversity"}
     assert good["mode_spread"] > 0.7  # the judge's errors and the bank's own draws
     # 1000 uniform draws from 1000 modes hit 1000·(1 − e^−1) ≈ 632 of them.
     assert 450 < good["modes"] < 700

@@ -10,6 +10,7 @@ from gan.metrics import (
     class_histogram,
     class_kl,
     classifier_score,
+    digits_kl,
     evaluate_images,
     frechet_distance,
     grid25_metrics,
@@ -104,6 +105,24 @@ def test_class_kl():
     one = torch.zeros(1000, dtype=torch.float64)
     one[7] = 1.0
     assert_close(class_kl(one, torch.full((1000,), 1e-3)), math.log(1000), rtol=0, atol=1e-9)
+
+
+def test_digits_kl_is_the_share_of_the_stacked_kl_that_digit_frequencies_explain():
+    uniform = torch.full((1000,), 1e-3, dtype=torch.float64)
+    # Every mode once: no digit is favoured, and nothing is left to the channels' dependence.
+    every = torch.arange(1000)
+    assert_close(digits_kl(every), 0.0, rtol=0, atol=1e-12)
+    # Only modes whose first digit is 0 or 1, evenly: the whole KL, log 5, is the first digit's.
+    low = torch.arange(200)
+    assert_close(digits_kl(low), math.log(5), rtol=0, atol=1e-12)
+    assert_close(class_kl(class_histogram(low, 1000), uniform), math.log(5), rtol=0, atol=1e-12)
+    # Only triples of one repeated digit (000, 111, ..., 999): every digit evenly, so all of
+    # KL = log 100 is the channels' dependence and none the digits'.
+    same = torch.arange(10) * 111
+    assert_close(digits_kl(same), 0.0, rtol=0, atol=1e-12)
+    assert_close(class_kl(class_histogram(same, 1000), uniform), math.log(100), rtol=0, atol=1e-12)
+    # One mode: each channel's KL is log 10, and so is their sum's share of KL = log 1000.
+    assert_close(digits_kl(torch.full((50,), 427)), 3 * math.log(10), rtol=0, atol=1e-12)
 
 
 def test_mean_confidence():

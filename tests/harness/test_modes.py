@@ -24,6 +24,7 @@ def test_floor_figures_on_constructed_modes():
     collapsed = floor_figures(zeros, zeros)
     assert collapsed["modes"] == 1
     assert_close(collapsed["kl"], math.log(1000), rtol=0, atol=1e-9)
+    assert_close(collapsed["digits_kl"], 3 * math.log(10), rtol=0, atol=1e-9)  # all of it
 
 
 def test_mean_se():
