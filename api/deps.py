@@ -10,7 +10,6 @@ import anyio
 from celery import Celery
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from api.errors import STORE_ERRORS, too_many_requests
@@ -18,7 +17,7 @@ from api.ratelimit import rate_limiter
 from worker.celery_app import celery_for
 from worker.settings import Settings, get_settings
 from worker.store import jobs, keys, sweeps
-from worker.store.db import get_engine
+from worker.store.db import get_engine, made_engine
 from worker.store.models import Job, Sweep
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,6 @@ SettingsDep = Annotated[Settings, Depends(current_settings)]
 
 
 _closers: list[anyio.CapacityLimiter] = []  # made on first use: it needs the event loop
-_engine: dict[str, Engine] = {}  # get_engine's of the last URL asked for, without a thread hop
 
 
 async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
@@ -63,11 +61,9 @@ async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
     can no longer be answered, and uvicorn would close the client's kept-alive connection
     (closing rolls back an open transaction, which fails when the store went away meanwhile;
     the dead connection is dropped from the pool all the same)."""
-    engine = _engine.get(settings.database_url)
+    engine = made_engine(settings.database_url)
     if engine is None:  # made (and its schema migrated) on first use, in a thread
         engine = await anyio.to_thread.run_sync(get_engine, settings.database_url)
-        _engine.clear()
-        _engine[settings.database_url] = engine
     session = Session(engine, expire_on_commit=False)
     try:
         yield session

@@ -3,9 +3,9 @@ and sessions that commit or roll back as a whole."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,30 @@ from worker import migrate
 UNAVAILABLE = (OperationalError, InterfaceError)
 
 
-@lru_cache
+_engines: dict[str, Engine] = {}  # get_engine's, by URL
+_making = threading.Lock()  # one thread makes (and migrates) a URL's engine; the others wait
+
+
 def get_engine(url: str) -> Engine:
     """One engine per database URL, its schema migrated to the newest revision on first use
-    (``worker.migrate.upgrade``; raises ``migrate.SchemaError`` when it cannot be)."""
+    (``worker.migrate.upgrade``; raises ``migrate.SchemaError`` when it cannot be, and the
+    next call tries again)."""
+    engine = _engines.get(url)
+    if engine is None:
+        with _making:
+            engine = _engines.get(url)
+            if engine is None:
+                engine = _engines[url] = _make_engine(url)
+    return engine
+
+
+def made_engine(url: str) -> Engine | None:
+    """``get_engine(url)`` when it has been made, else None: never blocks (for the event loop,
+    which must not wait on a first connection or a migration)."""
+    return _engines.get(url)
+
+
+def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
