@@ -205,7 +205,11 @@ def stacked_mnist_metrics(images: Tensor | np.ndarray, judge: Judge) -> dict[str
     with the part of that KL that the digits' own frequencies account for (``digits_kl``)."""
     # A mode is covered when at least one sample lands in it (Metz et al. 2017, VEEGAN, PacGAN:
     # 26k samples).
-    mode = stacked_mnist_modes(images, judge)
+    return stacked_mnist_mode_metrics(stacked_mnist_modes(images, judge))
+
+
+def stacked_mnist_mode_metrics(mode: Tensor) -> dict[str, float]:
+    """``stacked_mnist_metrics`` of modes already read (0..999)."""
     hist = class_histogram(mode, 1000)
     return {
         "modes": float((hist > 0).sum()),

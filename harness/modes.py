@@ -59,9 +59,8 @@ from gan.judge import judge_for
 from gan.metrics import (
     class_histogram,
     class_kl,
-    digits_kl,
     published_mixture_metrics,
-    stacked_mnist_metrics,
+    stacked_mnist_mode_metrics,
     stacked_mnist_modes,
 )
 from gan.sample import generate, load_generator
@@ -90,7 +89,7 @@ TARGETS: dict[str, tuple[float, float | None, float]] = {
 
 def score(
     bench: str, checkpoint: Path, seed: int, data: Path, cache: Path, device: str = "cpu"
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The published protocol's figures of the checkpoint's sampling generator, generated and
     judged on ``device`` (the run's own)."""
     G, _, _ = load_generator(checkpoint, device)
@@ -109,8 +108,10 @@ def score(
             torch.from_numpy(generate(G, 1000, seed=10_000 + 1000 * seed + i))
             for i in range(SAMPLES[bench] // 1000)
         ])  # fmt: skip
-    m = stacked_mnist_metrics(images, judge_for("stacked-mnist", data, cache, device))
-    return {"modes": m["modes"], "kl": m["kl"], "digits_kl": m["digits_kl"]}
+    mode = stacked_mnist_modes(images, judge_for("stacked-mnist", data, cache, device))
+    m = stacked_mnist_mode_metrics(mode)
+    return {"modes": m["modes"], "kl": m["kl"], "digits_kl": m["digits_kl"],
+            "digit_shares": digit_shares(mode)}  # fmt: skip
 
 
 def run_one(bench: str, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -154,17 +155,25 @@ def data_floor(
     return {"seed": seed, "wall_s": wall, **floor_figures(mode, triples.labels)}
 
 
-def floor_figures(mode: torch.Tensor, true_mode: torch.Tensor) -> dict[str, float]:
+def floor_figures(mode: torch.Tensor, true_mode: torch.Tensor) -> dict[str, Any]:
     """The protocol's figures of modes as the judge read them, beside the true modes' KL."""
     uniform = torch.full((1000,), 1e-3, dtype=torch.float64)
-    hist = class_histogram(mode, 1000)
+    m = stacked_mnist_mode_metrics(mode)
     return {
-        "modes": float((hist > 0).sum()),
-        "kl": class_kl(hist, uniform),
-        "digits_kl": digits_kl(mode),
+        "modes": m["modes"],
+        "kl": m["kl"],
+        "digits_kl": m["digits_kl"],
+        "digit_shares": digit_shares(mode),
         "accuracy": float((mode == true_mode).double().mean()),
         "kl_true": class_kl(class_histogram(true_mode, 1000), uniform),
     }
+
+
+def digit_shares(mode: torch.Tensor) -> list[float]:
+    """Each digit's share (%) of the 3·N digits of Stacked MNIST modes, all channels pooled: which
+    digits a generator makes too often or too rarely."""
+    digits = torch.cat([mode // 100, mode // 10 % 10, mode % 10])
+    return [round(100 * float(h), 2) for h in class_histogram(digits, 10)]
 
 
 def mean_se(values: list[float]) -> str:
@@ -209,6 +218,10 @@ def report(
         col = {k: [r[k] for r in floor] for k in ("modes", "kl")}
         lines.append(line(name, mean_se(col["modes"]), "", mean_se(col["kl"]), ""))
         lines.append(floor_note(floor))
+    if bench == "stacked-mnist":
+        ours = mean_se([r["digits_kl"] for r in rows])
+        data = f"; the data's {mean_se([r['digits_kl'] for r in floor])}" if floor else ""
+        lines.append(f"(of the KL, the digits' own frequencies account for {ours}{data})")
     for paper, modes, published_hq, kl in PUBLISHED[bench]:
         hq_p = f"{published_hq:g}" if published_hq is not None else ""
         lines.append(line(f"{paper} (published)", f"{modes:g}", hq_p, f"{kl:g}", ""))

@@ -20,9 +20,13 @@ def test_floor_figures_on_constructed_modes():
     assert_close(figures["kl_true"], 0.0, rtol=0, atol=1e-12)
     assert_close(figures["accuracy"], 1990 / 2000)
     assert figures["modes"] == 1000
+    # Of the 6000 digits read, 600 of each, the misread 001..009 and 010 (each read as 000) turn
+    # one 1..9 each, and another 1, into 0s: 610 0s, 598 1s, 599 of each other digit.
+    assert figures["digit_shares"] == [10.17, 9.97] + [9.98] * 8
     zeros = torch.zeros(26_000, dtype=torch.long)
     collapsed = floor_figures(zeros, zeros)
     assert collapsed["modes"] == 1
+    assert collapsed["digit_shares"] == [100.0] + [0.0] * 9
     assert_close(collapsed["kl"], math.log(1000), rtol=0, atol=1e-9)
     assert_close(collapsed["digits_kl"], 3 * math.log(10), rtol=0, atol=1e-9)  # all of it
 
@@ -47,13 +51,15 @@ def test_data_floor_reads_the_data_with_the_judge(tmp_path, mnist_dir, quick_mni
 
 
 def test_reports_show_the_data_row_and_the_fid_table():
-    rows = [{"seed": s, "steps": 100, "wall_s": 10.0, "modes": 990 + s, "kl": 0.05} for s in (0, 1)]
-    floor = [{"seed": s, "modes": 1000, "kl": 0.022, "accuracy": 0.975, "kl_true": 0.023}
-             for s in (0, 1)]  # fmt: skip
+    rows = [{"seed": s, "steps": 100, "wall_s": 10.0, "modes": 990 + s, "kl": 0.05,
+             "digits_kl": 0.02 + 0.01 * s} for s in (0, 1)]  # fmt: skip
+    floor = [{"seed": s, "modes": 1000, "kl": 0.022, "accuracy": 0.975, "kl_true": 0.023,
+              "digits_kl": 0.005} for s in (0, 1)]  # fmt: skip
     table = report("stacked-mnist", rows, "stable", floor)
     assert "| data: 26,000 triples of the 10k split (2 draws) | 1000 ± 0 | 0.022 ± 0 |  |" in table
     assert "97.5 ± 0% of the data's triples" in table
     assert "true modes' KL 0.023 ± 0)" in table
+    assert "digits' own frequencies account for 0.025 ± 0.005; the data's 0.005 ± 0)" in table
     assert "every seed meets the target (1000, None, 0.03): False" in table
     fids = [{"seed": s, "steps": 100, "wall_s": 5.0, "fid": 10.0 + s, "fid_baseline": 1.5}
             for s in (0, 1)]  # fmt: skip
