@@ -3,7 +3,9 @@ and sessions that commit or roll back as a whole."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +23,12 @@ from worker import migrate
 UNAVAILABLE = (OperationalError, InterfaceError)
 
 
-_engines: dict[str, Engine] = {}  # get_engine's, by URL
+# get_engine's, by URL, the most recently asked for last. A process uses one or two; a test
+# session makes one per fresh store, so the least recently asked for are let go past MAX_ENGINES
+# (as functools.lru_cache did): unreferenced, an engine's pool and its connections are closed.
+_engines: OrderedDict[str, Engine] = OrderedDict()
 _making = threading.Lock()  # one thread makes (and migrates) a URL's engine; the others wait
+MAX_ENGINES = 128
 
 
 def get_engine(url: str) -> Engine:
@@ -35,6 +41,10 @@ def get_engine(url: str) -> Engine:
             engine = _engines.get(url)
             if engine is None:
                 engine = _engines[url] = _make_engine(url)
+                while len(_engines) > MAX_ENGINES:
+                    _engines.popitem(last=False)
+    with contextlib.suppress(KeyError):  # let go meanwhile (another URL's new engine): kept here
+        _engines.move_to_end(url)
     return engine
 
 

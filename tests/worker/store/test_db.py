@@ -5,6 +5,7 @@ import threading
 
 from sqlalchemy import text
 
+from worker.store import db
 from worker.store.db import get_engine, made_engine
 
 
@@ -27,3 +28,15 @@ def test_threads_asking_at_once_share_one_engine(database_url):
     assert made_engine(database_url) is engines[0]
     with engines[0].connect() as connection:  # migrated: the tables are there
         assert connection.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 0
+
+
+def test_the_least_recently_asked_for_engines_are_let_go(tmp_path, monkeypatch):
+    monkeypatch.setattr(db, "MAX_ENGINES", 2)
+    a, b, c, d = (f"sqlite:///{tmp_path / name}.db" for name in "abcd")
+    get_engine(a)
+    get_engine(b)
+    get_engine(c)  # a third: a, asked for least recently, is let go (its pool with it)
+    assert made_engine(a) is None and made_engine(b) and made_engine(c)
+    get_engine(b)  # b is now the most recent, so a fourth lets c go
+    get_engine(d)
+    assert made_engine(c) is None and made_engine(b) and made_engine(d)
