@@ -228,8 +228,13 @@ def digits_kl(mode: Tensor) -> float:
     # correlation, ≥ 0) is what the channels' dependence adds, finite-sample noise included
     # (≈ (1000 − 1 − 27)/2N of it for N independent uniform draws).
     uniform = torch.full((10,), 0.1, dtype=torch.float64)
-    digits = (mode.long() // 100, mode.long() // 10 % 10, mode.long() % 10)
-    return sum(class_kl(class_histogram(d, 10), uniform) for d in digits)
+    return sum(class_kl(class_histogram(d, 10), uniform) for d in mode_digits(mode))
+
+
+def mode_digits(mode: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The three digits (a, b, c) of Stacked MNIST modes 100·a + 10·b + c, one per channel."""
+    mode = mode.long()
+    return mode // 100, mode // 10 % 10, mode % 10
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ from gan.judge import judge_for
 from gan.metrics import (
     class_histogram,
     class_kl,
+    mode_digits,
     published_mixture_metrics,
     stacked_mnist_mode_metrics,
     stacked_mnist_modes,
@@ -172,8 +173,7 @@ def floor_figures(mode: torch.Tensor, true_mode: torch.Tensor) -> dict[str, Any]
 def digit_shares(mode: torch.Tensor) -> list[float]:
     """Each digit's share (%) of the 3·N digits of Stacked MNIST modes, all channels pooled: which
     digits a generator makes too often or too rarely."""
-    digits = torch.cat([mode // 100, mode // 10 % 10, mode % 10])
-    return [round(100 * float(h), 2) for h in class_histogram(digits, 10)]
+    return [round(100 * float(h), 2) for h in class_histogram(torch.cat(mode_digits(mode)), 10)]
 
 
 def mean_se(values: list[float]) -> str:
